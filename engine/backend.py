@@ -1,0 +1,109 @@
+"""The array backend: NumPy always, CuPy where a device is a GPU.
+
+This is the only module that imports cupy. Every op takes its namespace from its arrays
+(``xp_of``), so each rule is written once for both backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+from engine.errors import InvalidArgument, ResourceExhausted
+
+try:  # pragma: no cover - exercised on GPU machines only
+    import cupy
+
+    _cupy: ModuleType | None = cupy
+except Exception:
+    _cupy = None
+
+Array = Any  # numpy.ndarray or cupy.ndarray
+
+
+def gpu_available() -> bool:
+    """Whether CuPy imports and sees at least one CUDA device."""
+    if _cupy is None:
+        return False
+    try:
+        return bool(_cupy.cuda.runtime.getDeviceCount() > 0)
+    except Exception:
+        return False
+
+
+def parse_device(device: str | None) -> str:
+    """Normalise a device string: "cpu", "cuda" or "cuda:N"."""
+    if device is None or device == "cpu":
+        return "cpu"
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not gpu_available():
+            raise InvalidArgument(f"device {device!r} requested but no CUDA GPU is available")
+        return "cuda:0" if device == "cuda" else device
+    raise InvalidArgument(
+        f"Expected one of cpu, cuda device type at start of device string: {device}"
+    )
+
+
+def xp_for(device: str) -> ModuleType:
+    """The array namespace that holds arrays of ``device``."""
+    if device == "cpu":
+        return numpy
+    assert _cupy is not None
+    return _cupy
+
+
+def xp_of(array: Array) -> ModuleType:
+    """The array namespace an array belongs to."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy
+    return numpy
+
+
+def device_of(array: Array) -> str:
+    """The device string of an array."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return f"cuda:{array.device.id}"
+    return "cpu"
+
+
+def to_numpy(array: Array) -> numpy.ndarray:
+    """A host copy (or the array itself when it already lives on the host)."""
+    if isinstance(array, numpy.ndarray):
+        return array
+    return array.get()
+
+
+@contextlib.contextmanager
+def on_device(device: str) -> Iterator[None]:
+    """Make ``device`` current for array creation, mapping GPU OOM to ResourceExhausted."""
+    if device == "cpu":
+        with _oom_as_resource_exhausted():
+            yield
+        return
+    assert _cupy is not None
+    with _cupy.cuda.Device(int(device.split(":")[1])), _oom_as_resource_exhausted():
+        yield
+
+
+@contextlib.contextmanager
+def _oom_as_resource_exhausted() -> Iterator[None]:
+    try:
+        yield
+    except MemoryError as exc:
+        raise ResourceExhausted(f"out of memory: {exc}") from exc
+    except Exception as exc:
+        if _cupy is not None and isinstance(exc, _cupy.cuda.memory.OutOfMemoryError):
+            raise ResourceExhausted(f"GPU out of memory: {exc}") from exc
+        raise
+
+
+def pool_bytes() -> int:
+    """Bytes held by the CuPy memory pool (0 without a GPU)."""
+    if not gpu_available():
+        return 0
+    assert _cupy is not None
+    return int(_cupy.get_default_memory_pool().used_bytes())

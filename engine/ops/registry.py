@@ -1,0 +1,264 @@
+"""The one op registry: primitives (forward + vector-Jacobian product) and composites.
+
+A primitive is registered in its family module with its forward, written on arrays of any
+backend, and its VJP right beside it:
+
+    @primitive("exp", node="ExpBackward0", saves=OUTPUT)
+    def exp(x):
+        return xp_of(x).exp(x)
+
+    @exp.defvjp
+    def _(g, out, x):
+        return (g * out,)
+
+Every VJP has the signature ``vjp(g, out, *inputs, **attrs)`` and returns one gradient (or
+None) per input. It runs on raw arrays in an ordinary backward pass and on Tensors (so the
+rule itself is recorded) under ``create_graph=True``; it therefore uses only Python
+operators and registered ops, which accept both. Gradients come back in the shape the rule
+computes them; the backward pass sums broadcast dimensions away in one place.
+
+A composite is a function over Tensors built from other ops (``matmul``, ``outer``, ...).
+Both kinds are looked up by name through ``OPS``, which is how commands call them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy
+
+from engine import dtypes, grad_mode
+from engine.autograd import Node
+from engine.backend import device_of, xp_of
+from engine.errors import FailedPrecondition, InvalidArgument
+from engine.tensor import Tensor
+
+# What a node keeps for its backward rule.
+NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
+INPUTS = 1  # the inputs
+OUTPUT = 2  # the output
+BOTH = 3
+
+# How the result dtype follows from the inputs.
+PROMOTE = "promote"  # PyTorch's result_type over every input
+FLOAT = "float"  # result_type, then integers and bool become float32 (true division)
+KEEP = "keep"  # the forward decides (shape ops, reductions, indexing)
+
+
+class Meta:
+    """Shape and dtype of an input whose values a node does not keep."""
+
+    __slots__ = ("dtype", "ndim", "shape")
+
+    def __init__(self, array: Any) -> None:
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+
+
+class Primitive:
+    """An op with a forward on arrays and a VJP; calling it on Tensors records the graph."""
+
+    def __init__(
+        self,
+        name: str,
+        forward: Callable[..., Any],
+        *,
+        node: str | Callable[..., str],
+        saves: int,
+        dtype: str,
+        view: bool,
+        differentiable: bool,
+    ) -> None:
+        self.name = name
+        self.forward = forward
+        self.node = node
+        self.saves = saves
+        self.dtype = dtype
+        self.view = view
+        self.differentiable = differentiable
+        self.vjp: Callable[..., tuple[Any, ...]] | None = None
+
+    def defvjp(self, rule: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
+        self.vjp = rule
+        return rule
+
+    def __call__(self, *args: Any, **attrs: Any) -> Any:
+        for a in args:
+            if isinstance(a, Tensor):
+                return apply(self, args, attrs)
+        return self.forward(*args, **attrs)
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}>"
+
+
+OPS: dict[str, Callable[..., Any]] = {}
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def _register(name: str, fn: Callable[..., Any]) -> None:
+    if name in OPS:
+        raise ValueError(f"op {name!r} is registered twice")
+    OPS[name] = fn
+
+
+def primitive(
+    name: str,
+    *,
+    node: str | Callable[..., str],
+    saves: int = NOTHING,
+    dtype: str = PROMOTE,
+    view: bool = False,
+    differentiable: bool = True,
+    public: bool = True,
+) -> Callable[[Callable[..., Any]], Primitive]:
+    """Register a primitive whose forward is the decorated function.
+
+    A primitive that a composite of the same name wraps (``add`` handles a Python scalar on
+    the left) is registered with ``public=False``: commands reach it through the composite.
+    """
+
+    def wrap(forward: Callable[..., Any]) -> Primitive:
+        op = Primitive(
+            name,
+            forward,
+            node=node,
+            saves=saves,
+            dtype=dtype,
+            view=view,
+            differentiable=differentiable,
+        )
+        if name in PRIMITIVES:
+            raise ValueError(f"primitive {name!r} is registered twice")
+        PRIMITIVES[name] = op
+        if public:
+            _register(name, op)
+        return op
+
+    return wrap
+
+
+def composite(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a function over Tensors under ``name``."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _register(name, fn)
+        return fn
+
+    return wrap
+
+
+def _result_dtype(op: Primitive, args: tuple[Any, ...]) -> numpy.dtype[Any] | None:
+    if op.dtype == KEEP:
+        return None
+    operands: list[Any] = []
+    for a in args:
+        if isinstance(a, Tensor):
+            operands.append((a.data.dtype, a.data.ndim))
+        elif isinstance(a, bool | int | float):
+            operands.append(a)
+    if not operands:
+        return None
+    result = dtypes.result_type(operands)
+    if op.dtype == FLOAT and result.kind != "f":
+        return dtypes.DEFAULT_FLOAT
+    return result
+
+
+def _as_array(value: Any, like: Any) -> Any:
+    if isinstance(value, numpy.ndarray) or hasattr(value, "__cuda_array_interface__"):
+        return value
+    return xp_of(like).asarray(value)
+
+
+def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
+    """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
+    dtype = _result_dtype(op, args)
+    arrays: list[Any] = []
+    needs_grad = False
+    first = None
+    for a in args:
+        if isinstance(a, Tensor):
+            data = a.data
+            if first is None:
+                first = data
+            elif isinstance(data, numpy.ndarray) != isinstance(first, numpy.ndarray):
+                raise InvalidArgument(
+                    "Expected all tensors to be on the same device, but found at least two "
+                    f"devices, {device_of(first)} and {device_of(data)}!"
+                )
+            if dtype is not None and data.dtype != dtype:
+                data = data.astype(dtype)
+            arrays.append(data)
+            needs_grad = needs_grad or a.requires_grad
+        else:
+            arrays.append(a)
+    out = op.forward(*arrays, **attrs)
+    if first is not None:
+        out = _as_array(out, first)
+    record = needs_grad and op.differentiable and grad_mode.GRAD_MODE.enabled
+    if record and out.dtype.kind != "f":
+        record = False
+    result = Tensor(out, requires_grad=record)
+    if op.view and first is not None and out.base is not None:
+        source = _first_tensor(args)
+        result._version = source._version
+        result._base = source._base if source._base is not None else source
+    if record:
+        result.grad_fn = Node.record(op, args, arrays, attrs, result)
+    return result
+
+
+def _first_tensor(args: tuple[Any, ...]) -> Tensor:
+    for a in args:
+        if isinstance(a, Tensor):
+            return a
+    raise AssertionError("no tensor among the arguments")
+
+
+def apply_inplace(
+    op: Primitive, target: Tensor, args: tuple[Any, ...], attrs: dict[str, Any]
+) -> Tensor:
+    """Run ``op`` with ``target`` as its first input and write the result into ``target``."""
+    recording = grad_mode.GRAD_MODE.enabled
+    if recording and target.requires_grad:
+        if target.grad_fn is None and target._base is None:
+            raise FailedPrecondition(
+                "a leaf Variable that requires grad is being used in an in-place operation."
+            )
+        base = target._base
+        if base is not None and base.requires_grad and base.grad_fn is None:
+            raise FailedPrecondition(
+                "a view of a leaf Variable that requires grad is being used in an in-place "
+                "operation."
+            )
+        if base is not None:
+            raise InvalidArgument(
+                "in-place operations on a view of a tensor that requires grad are not supported; "
+                "apply the operation out of place"
+            )
+    # The node must see the old value, which the write below overwrites.
+    snapshot = target
+    if (
+        recording
+        and op.saves & INPUTS
+        and (target.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args))
+    ):
+        snapshot = Tensor(target.data.copy(), requires_grad=target.requires_grad)
+        snapshot.grad_fn = target.grad_fn
+    result = apply(op, (snapshot, *args), attrs)
+    if result.data.dtype != target.data.dtype and not numpy.can_cast(
+        result.data.dtype, target.data.dtype, casting="same_kind"
+    ):
+        raise InvalidArgument(
+            f"result type {dtypes.legacy_name(result.data.dtype)} can't be cast to the desired "
+            f"output type {dtypes.legacy_name(target.data.dtype)}"
+        )
+    target.write_(result.data)
+    if result.grad_fn is not None:
+        node = result.grad_fn
+        node.adopt_output(target)
+        target.set_graph_(node)
+    return target

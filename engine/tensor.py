@@ -1,0 +1,310 @@
+"""The Tensor: an array of the backend, its autograd state, and PyTorch's methods."""
+
+from __future__ import annotations
+
+import weakref
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy
+
+from engine import journal
+from engine.autograd import AccumulateGrad, Node
+from engine.backend import device_of, to_numpy, xp_of
+from engine.errors import FailedPrecondition, InvalidArgument
+
+if TYPE_CHECKING:
+    from engine.autograd import GraphNode
+
+
+class VersionCounter:
+    """Counts in-place writes; shared by a tensor, its views and its detached aliases."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def owned(array: Any) -> Any:
+    """``array`` itself when nothing else can see its memory, else a writable copy."""
+    if isinstance(array, numpy.generic):  # NumPy reductions of 0-d arrays give scalars
+        return numpy.array(array)
+    if array.base is None and array.flags.writeable:
+        return array
+    return array.copy()
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it."""
+
+    __slots__ = (
+        "__weakref__",
+        "_accumulator",
+        "_base",
+        "_retains_grad",
+        "_version",
+        "data",
+        "grad",
+        "grad_fn",
+        "requires_grad",
+    )
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        self.data = data
+        self.requires_grad = requires_grad
+        self.grad: Tensor | None = None
+        self.grad_fn: Node | None = None
+        self._version = VersionCounter()
+        self._base: Tensor | None = None
+        self._retains_grad = False
+        self._accumulator: weakref.ref[AccumulateGrad] | None = None
+
+    # ----- metadata -----
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> str:
+        """PyTorch's name for the dtype, without the ``torch.`` prefix."""
+        return str(self.data.dtype.name)
+
+    @property
+    def ndim(self) -> int:
+        return int(self.data.ndim)
+
+    @property
+    def device(self) -> str:
+        return device_of(self.data)
+
+    @property
+    def xp(self) -> ModuleType:
+        return xp_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    @property
+    def version(self) -> int:
+        return self._version.value
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def size(self, dim: int | None = None) -> tuple[int, ...] | int:
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    # ----- autograd state -----
+
+    def edge(self) -> GraphNode:
+        """The node a gradient for this tensor flows into."""
+        if self.grad_fn is not None:
+            return self.grad_fn
+        acc = self._accumulator() if self._accumulator is not None else None
+        if acc is None:
+            acc = AccumulateGrad(self)
+            self._accumulator = weakref.ref(acc)
+        return acc
+
+    def is_leaf_requiring(self) -> bool:
+        return self.requires_grad and self.grad_fn is None
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set ``requires_grad`` on a leaf (PyTorch's checks and texts)."""
+        self._set_requires_grad(requires_grad, factory=False)
+        return self
+
+    def _set_requires_grad(self, requires_grad: bool, *, factory: bool) -> None:
+        if self.grad_fn is not None:
+            if requires_grad:
+                return
+            raise FailedPrecondition(
+                "you can only change requires_grad flags of leaf variables. If you want to use "
+                "a computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach()."
+            )
+        if requires_grad and self.data.dtype.kind != "f":
+            if factory:
+                raise InvalidArgument(
+                    "Only Tensors of floating point and complex dtype can require gradients"
+                )
+            raise InvalidArgument("only Tensors of floating point dtype can require gradients")
+        if requires_grad != self.requires_grad:
+            old = self.requires_grad
+            journal.record(lambda: setattr(self, "requires_grad", old))
+            self.requires_grad = requires_grad
+
+    def retain_grad(self) -> None:
+        """Populate ``.grad`` of this non-leaf during backward passes."""
+        if self.grad_fn is None:
+            if not self.requires_grad:
+                raise FailedPrecondition("can't retain_grad on Tensor that has requires_grad=False")
+            return
+        if self._retains_grad:
+            return
+        node = self.grad_fn
+        old_retained = None if node.retained is None else list(node.retained)
+
+        def undo() -> None:
+            self._retains_grad = False
+            node.retained = old_retained
+
+        journal.record(undo)
+        self._retains_grad = True
+        node.retained = [*(node.retained or []), weakref.ref(self)]
+
+    def set_graph_(self, node: Node) -> None:
+        """After an in-place op: this tensor's value now comes from ``node``."""
+        old = (self.grad_fn, self.requires_grad, node.retained)
+
+        def undo() -> None:
+            self.grad_fn, self.requires_grad, node.retained = old
+
+        journal.record(undo)
+        self.grad_fn = node
+        self.requires_grad = True
+        if self._retains_grad:
+            node.retained = [*(node.retained or []), weakref.ref(self)]
+
+    def accumulate_grad_(self, g: Any, create_graph: bool) -> None:
+        """Add ``g`` into ``.grad`` (in place, as PyTorch does) or set it the first time."""
+        old = self.grad
+        if isinstance(g, Tensor):  # create_graph: the grad keeps its graph
+            new = g if old is None else old + g  # type: ignore[operator]
+            journal.record(lambda: setattr(self, "grad", old))
+            self.grad = new
+            return
+        g = g.astype(self.data.dtype, copy=False)
+        if old is None:
+            journal.record(lambda: setattr(self, "grad", None))
+            self.grad = Tensor(owned(g))
+        elif old.grad_fn is not None or old.shape != tuple(g.shape):
+            journal.record(lambda: setattr(self, "grad", old))
+            self.grad = Tensor(owned(old.data + g))
+        else:
+            old.write_(old.data + g)
+
+    def set_grad(self, grad: Tensor | None) -> None:
+        """Assign ``.grad`` (``x.grad = None`` resets it)."""
+        if grad is not None and (grad.shape != self.shape or grad.dtype != self.dtype):
+            raise InvalidArgument(
+                "assigned grad has data of a different size or type than the tensor"
+            )
+        old = self.grad
+        journal.record(lambda: setattr(self, "grad", old))
+        self.grad = grad
+
+    def write_(self, values: Any) -> None:
+        """Overwrite this tensor's memory in place and bump its version (journaled)."""
+        if journal.active():
+            saved = self.data.copy()
+            version = self._version.value
+            counter = self._version
+
+            def undo() -> None:
+                self.data[...] = saved
+                counter.value = version
+
+            journal.record(undo)
+        if not self.data.flags.writeable:
+            raise InvalidArgument(
+                "unsupported operation: more than one element of the written-to tensor refers "
+                "to a single memory location. Please clone() the tensor before performing the "
+                "operation."
+            )
+        self.data[...] = values
+        self._version.value += 1
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's memory and version counter, outside any graph."""
+        out = Tensor(self.data)
+        out._version = self._version
+        out._base = self._base
+        return out
+
+    def zeros_like_detached(self) -> Tensor:
+        return Tensor(self.xp.zeros_like(self.data))
+
+    def backward(
+        self,
+        gradient: Tensor | None = None,
+        retain_graph: bool | None = None,
+        create_graph: bool = False,
+        inputs: Tensor | list[Tensor] | None = None,
+    ) -> None:
+        from engine import autograd
+
+        autograd.backward(
+            self,
+            None if gradient is None else [gradient],
+            retain_graph=retain_graph,
+            create_graph=create_graph,
+            inputs=inputs,
+        )
+
+    # ----- conversion -----
+
+    def numpy(self) -> numpy.ndarray:
+        if self.requires_grad:
+            raise FailedPrecondition(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
+                "instead."
+            )
+        return to_numpy(self.data)
+
+    def tolist(self) -> Any:
+        return to_numpy(self.data).tolist()
+
+    def item(self) -> bool | int | float:
+        if self.data.size != 1:
+            raise InvalidArgument(
+                f"a Tensor with {self.data.size} elements cannot be converted to Scalar"
+            )
+        return to_numpy(self.data).reshape(()).item()  # type: ignore[no-any-return]
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise InvalidArgument("Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self.item())
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        from engine.format import format_tensor
+
+        return format_tensor(
+            to_numpy(self.data),
+            self.dtype,
+            grad_fn=self.grad_fn.name if self.grad_fn is not None else None,
+            requires_grad=self.requires_grad,
+        )
+
+    __str__ = __repr__
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))  # type: ignore[index]
