@@ -12,6 +12,7 @@ class EngineError(Exception):
 
     code = "internal"
     torch_type = "RuntimeError"
+    command_index: int | None = None  # set when the error comes from a command of a batch
 
     def __init__(self, message: str, *, torch_type: str | None = None) -> None:
         super().__init__(message)
