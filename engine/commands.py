@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.errors import InvalidArgument
 
@@ -21,7 +21,7 @@ FACTORIES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ref:
     """A tensor of the session, or its ``.grad`` when ``grad`` is set."""
 
@@ -36,9 +36,10 @@ Scalar = bool | int | float
 Input = Ref | Scalar | list[Any]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Create:
     """A new tensor from data or a factory (``arange``, ``randn`` from the session's RNG, ...)."""
+    kind: ClassVar[str] = "create"
 
     factory: str = "tensor"
     args: list[Any] = field(default_factory=list)
@@ -48,9 +49,10 @@ class Create:
     name: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Op:
     """Apply a registered op to inputs (refs, scalars, lists of refs) with attributes."""
+    kind: ClassVar[str] = "op"
 
     op: str
     inputs: list[Any] = field(default_factory=list)
@@ -60,8 +62,10 @@ class Op:
     no_grad: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Backward:
+    kind: ClassVar[str] = "backward"
+
     tensor: Ref
     gradient: Ref | None = None
     retain_graph: bool | None = None
@@ -69,9 +73,10 @@ class Backward:
     inputs: list[Ref] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Grad:
     """Functional gradients; results are bound to ``names`` (server-chosen when absent)."""
+    kind: ClassVar[str] = "grad"
 
     outputs: list[Ref]
     inputs: list[Ref]
@@ -82,34 +87,42 @@ class Grad:
     names: list[str] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Detach:
+    kind: ClassVar[str] = "detach"
+
     tensor: Ref
     name: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ZeroGrad:
     """Zero the grads of ``tensors`` in place, or drop them with ``set_to_none``."""
+    kind: ClassVar[str] = "zero_grad"
 
     tensors: list[Ref]
     set_to_none: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequiresGrad:
+    kind: ClassVar[str] = "requires_grad"
+
     tensor: Ref
     requires_grad: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RetainGrad:
+    kind: ClassVar[str] = "retain_grad"
+
     tensor: Ref
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Get:
     """Read a tensor: metadata always, and its value, grad and repr when asked."""
+    kind: ClassVar[str] = "get"
 
     tensor: Ref
     value: bool = False
@@ -117,8 +130,10 @@ class Get:
     repr: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Release:
+    kind: ClassVar[str] = "release"
+
     names: list[str]
 
 
@@ -131,13 +146,6 @@ KINDS: dict[str, type] = {
     "zero_grad": ZeroGrad, "requires_grad": RequiresGrad, "retain_grad": RetainGrad,
     "get": Get, "release": Release,
 }  # fmt: skip
-
-
-def kind_of(command: Command) -> str:
-    for kind, cls in KINDS.items():
-        if isinstance(command, cls):
-            return kind
-    raise AssertionError(command)
 
 
 def check_name(name: Any) -> str:

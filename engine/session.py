@@ -32,7 +32,6 @@ from engine.commands import (
     RequiresGrad,
     RetainGrad,
     ZeroGrad,
-    kind_of,
 )
 from engine.errors import (
     EngineError,
@@ -58,7 +57,7 @@ class Limits:
     max_commands_per_batch: int = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TensorInfo:
     """What a command reports about a tensor; ``value``, ``grad`` and ``repr`` when asked."""
 
@@ -74,7 +73,7 @@ class TensorInfo:
     repr: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Result:
     """One command's result: the tensors it created or read (``None`` for an unused grad)."""
 
@@ -213,8 +212,8 @@ class Session:
             )
 
     def _run(self, command: Command) -> Result:
-        handler: Callable[[Any], list[TensorInfo | None]] = getattr(self, f"_do_{kind_of(command)}")
-        return Result(kind_of(command), handler(command))
+        handler: Callable[[Any], list[TensorInfo | None]] = getattr(self, f"_do_{command.kind}")
+        return Result(command.kind, handler(command))
 
     def _do_create(self, c: Create) -> list[TensorInfo | None]:
         return [self._new(self._create(c), c.name)]
@@ -283,11 +282,14 @@ class Session:
         attrs = dict(c.attrs)
         if c.op == "index" and "key" in attrs:
             attrs["key"] = self._key(attrs["key"])
-        with set_grad_enabled(not c.no_grad and _grad_on()):
-            try:
+        try:
+            if c.no_grad:
+                with set_grad_enabled(False):
+                    out = fn(*inputs, **attrs)
+            else:
                 out = fn(*inputs, **attrs)
-            except (TypeError, ValueError) as exc:
-                raise InvalidArgument(f"bad arguments for op '{c.op}': {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"bad arguments for op '{c.op}': {exc}") from exc
         outputs = list(out) if isinstance(out, tuple | list) else [out]
         names = c.names or ([c.name] if c.name else [None] * len(outputs))
         if len(names) != len(outputs):
@@ -431,12 +433,6 @@ def _size(args: list[Any]) -> list[Any]:
     """A size given as one list (``zeros([2, 3])``) or as several numbers (``zeros(2, 3)``)."""
     size = args[0] if len(args) == 1 and isinstance(args[0], list | tuple) else args
     return list(size)
-
-
-def _grad_on() -> bool:
-    from engine.grad_mode import is_grad_enabled
-
-    return is_grad_enabled()
 
 
 class SessionManager:

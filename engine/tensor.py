@@ -11,10 +11,15 @@ import numpy
 from engine import journal
 from engine.autograd import AccumulateGrad, Node
 from engine.backend import device_of, to_numpy, xp_of
+from engine.dtypes import DTYPES
 from engine.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from engine.autograd import GraphNode
+
+
+# dtype.name goes through Python code in NumPy; a dict lookup is far cheaper on the hot path.
+DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
 
 
 class VersionCounter:
@@ -69,7 +74,7 @@ class Tensor:
     @property
     def dtype(self) -> str:
         """PyTorch's name for the dtype, without the ``torch.`` prefix."""
-        return str(self.data.dtype.name)
+        return DTYPE_NAMES[self.data.dtype]
 
     @property
     def ndim(self) -> int:
