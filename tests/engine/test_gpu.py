@@ -16,8 +16,9 @@ pytestmark = pytest.mark.gpu
 
 def _run(device: str) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, str]:
     rng = numpy.random.default_rng(0)
-    a = engine.tensor(rng.standard_normal((8, 5)), dtype="float32", requires_grad=True, device=device)
-    b = engine.tensor(rng.standard_normal((5, 3)), dtype="float32", requires_grad=True, device=device)
+    options = {"dtype": "float32", "requires_grad": True, "device": device}
+    a = engine.tensor(rng.standard_normal((8, 5)), **options)
+    b = engine.tensor(rng.standard_normal((5, 3)), **options)
     h = (a @ b).tanh()
     loss = (engine.softmax(h, dim=1) * h.exp()).sum() + a.norm() + h.max()
     loss.backward()
