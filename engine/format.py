@@ -70,8 +70,6 @@ def _contents(data: numpy.ndarray[Any, Any], floating: bool) -> str:
     elided = tuple(summarize and n > 2 * EDGEITEMS for n in data.shape)
     shown = _edges(data, elided)
     cells, width = _float_cells(shown) if floating else _int_cells(shown)
-    if floating:
-        width = _float_cells(data)[1]
     padded = [cell.rjust(width) for cell in cells]
     return _render(padded, shown.shape, elided, INDENT, width)
 
