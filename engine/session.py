@@ -8,6 +8,7 @@ buffers, names, the RNG state) and the error carries the failing command's index
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -32,6 +33,7 @@ from engine.commands import (
     RequiresGrad,
     RetainGrad,
     ZeroGrad,
+    parse_ref,
 )
 from engine.errors import (
     EngineError,
@@ -44,6 +46,10 @@ from engine.errors import (
 from engine.grad_mode import set_grad_enabled
 from engine.ops.registry import OPS
 from engine.tensor import Tensor
+
+# What ops and factories raise for arguments of the wrong type, value or count; reported as
+# InvalidArgument. Anything else from a command is a bug and propagates as it is.
+BAD_ARGUMENTS = (TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,14 @@ class Result:
 
     kind: str
     tensors: list[TensorInfo | None] = field(default_factory=list)
+
+
+def check_batch_size(count: int, limits: Limits) -> None:
+    if count > limits.max_commands_per_batch:
+        raise ResourceExhausted(
+            f"batch of {count} commands exceeds the limit of "
+            f"{limits.max_commands_per_batch} commands per batch"
+        )
 
 
 def info(
@@ -177,11 +191,7 @@ class Session:
 
     def execute(self, commands: Sequence[Command]) -> list[Result]:
         """Run a batch atomically: all its commands take effect, or none does."""
-        if len(commands) > self.limits.max_commands_per_batch:
-            raise ResourceExhausted(
-                f"batch of {len(commands)} commands exceeds the limit of "
-                f"{self.limits.max_commands_per_batch} commands per batch"
-            )
+        check_batch_size(len(commands), self.limits)
         with self.lock:
             if self.closed:
                 raise NotFound("session is closed")
@@ -216,7 +226,11 @@ class Session:
         return Result(command.kind, handler(command))
 
     def _do_create(self, c: Create) -> list[TensorInfo | None]:
-        return [self._new(self._create(c), c.name)]
+        try:
+            t = self._create(c)
+        except BAD_ARGUMENTS as exc:
+            raise InvalidArgument(f"bad arguments for factory '{c.factory}': {exc}") from exc
+        return [self._new(t, c.name)]
 
     def _create(self, c: Create) -> Tensor:
         kwargs: dict[str, Any] = {"dtype": c.dtype, "requires_grad": c.requires_grad}
@@ -240,12 +254,10 @@ class Session:
             self._check_numel(_size(args[:1]))
         elif c.factory == "arange":
             self._check_range(args)
-        elif c.factory in ("eye", "linspace"):
-            self._check_numel(
-                [a for a in args if isinstance(a, int)][-1:]
-                if c.factory == "linspace"
-                else args[:2]
-            )
+        elif c.factory == "eye":
+            self._check_numel(args[:2] if len(args) > 1 else args[:1] * 2)  # eye(n) is n x n
+        elif c.factory == "linspace":
+            self._check_numel(args[2:3])
         return factory(*args, device=self.device, **kwargs)  # type: ignore[no-any-return]
 
     def _check_numel(self, shape: Any) -> None:
@@ -261,8 +273,10 @@ class Session:
             )
 
     def _check_range(self, args: list[Any]) -> None:
-        if not args or not all(isinstance(a, int | float) for a in args):
-            raise InvalidArgument("arange expects numbers: end, or start, end[, step]")
+        if not 1 <= len(args) <= 3 or not all(
+            isinstance(a, int | float) and math.isfinite(a) for a in args
+        ):
+            raise InvalidArgument("arange expects finite numbers: end, or start, end[, step]")
         start, end, step = (
             (0, args[0], 1) if len(args) == 1 else (*args[:2], args[2] if len(args) > 2 else 1)
         )
@@ -288,9 +302,11 @@ class Session:
                     out = fn(*inputs, **attrs)
             else:
                 out = fn(*inputs, **attrs)
-        except (TypeError, ValueError) as exc:
+        except BAD_ARGUMENTS as exc:
             raise InvalidArgument(f"bad arguments for op '{c.op}': {exc}") from exc
         outputs = list(out) if isinstance(out, tuple | list) else [out]
+        if not all(isinstance(t, Tensor) for t in outputs):
+            raise InvalidArgument(f"op '{c.op}' needs at least one tensor among its inputs")
         names = c.names or ([c.name] if c.name else [None] * len(outputs))
         if len(names) != len(outputs):
             raise InvalidArgument(
@@ -298,11 +314,12 @@ class Session:
             )
         results: list[TensorInfo | None] = []
         for t, name in zip(outputs, names, strict=True):
-            existing = self._name_of(t, inputs) if c.op.endswith("_") else None
-            results.append(info(existing, t) if existing else self._new(t, name))
+            existing = self._name_of(t) if c.op.endswith("_") else None
+            # An in-place result keeps its name; a given name becomes an alias (y = x.add_(1)).
+            results.append(info(existing, t) if existing and not name else self._new(t, name))
         return results
 
-    def _name_of(self, t: Tensor, inputs: list[Any]) -> str | None:
+    def _name_of(self, t: Tensor) -> str | None:
         """The name an in-place op's result already has (its first input)."""
         for name, bound in self.tensors.items():
             if bound is t:
@@ -317,13 +334,17 @@ class Session:
         for item in items:
             if item == "...":
                 out.append(Ellipsis)
-            elif isinstance(item, dict) and "slice" in item:
+            elif isinstance(item, dict) and set(item) == {"slice"}:
                 bounds = item["slice"]
-                if not isinstance(bounds, list) or len(bounds) > 3:
-                    raise InvalidArgument("a slice is {'slice': [start, stop, step]}")
+                if (
+                    not isinstance(bounds, list)
+                    or len(bounds) > 3
+                    or not all(b is None or _is_int(b) for b in bounds)
+                ):
+                    raise InvalidArgument("a slice is {'slice': [start, stop, step]} (integers)")
                 out.append(slice(*bounds))
-            elif isinstance(item, dict) and "tensor" in item:
-                out.append(self.resolve(Ref(item["tensor"])))
+            elif isinstance(item, dict) and set(item) == {"tensor"}:
+                out.append(self.resolve(parse_ref(item["tensor"])))
             elif item is None or isinstance(item, int | list):
                 out.append(item)
             else:
@@ -402,16 +423,15 @@ class Session:
         seen_nodes: set[int] = set()
         stack: list[Any] = []
         for t in self.tensors.values():
-            yield t.data
-            if t.grad is not None:
-                yield t.grad.data
-            if t.grad_fn is not None:
-                stack.append(t.grad_fn)
+            yield from _tensor_arrays(t, stack)
         while stack:
             node = stack.pop()
-            if id(node) in seen_nodes or not isinstance(node, autograd.Node):
+            if id(node) in seen_nodes:
                 continue
             seen_nodes.add(id(node))
+            if isinstance(node, autograd.AccumulateGrad):  # keeps its leaf alive, released or not
+                yield from _tensor_arrays(node.variable, stack)
+                continue
             if node.inputs is not None and node.arrays is not None:
                 yield from (a for a in node.arrays if hasattr(a, "nbytes"))
             if node.out is not None:
@@ -427,6 +447,21 @@ class Session:
                 base = base.base
             bases[id(base)] = int(getattr(base, "nbytes", 0))
         return sum(bases.values())
+
+
+def _tensor_arrays(t: Tensor, stack: list[Any]) -> Iterator[Any]:
+    """A tensor's value and grad; the graphs behind them go on ``stack``."""
+    yield t.data
+    if t.grad_fn is not None:
+        stack.append(t.grad_fn)
+    if t.grad is not None:
+        yield t.grad.data
+        if t.grad.grad_fn is not None:  # a grad from create_graph=True keeps its graph
+            stack.append(t.grad.grad_fn)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _size(args: list[Any]) -> list[Any]:

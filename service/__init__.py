@@ -1,0 +1,1 @@
+"""gradserve's service: HTTP/JSON and gRPC frontends over one engine process."""
