@@ -7,6 +7,7 @@ arrays), call these methods off the event loop, and encode what comes back.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hmac
 from collections.abc import Callable
@@ -53,7 +54,8 @@ class DataPlane:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` on the engine's thread pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._pool, call)  # the request id goes along
 
     def check_api_key(self, key: str | None) -> None:
         expected = self.settings.api_key

@@ -1,0 +1,267 @@
+"""gradient.v1 messages to and from the engine's plain data: command dicts, results, sessions.
+
+Decoding yields exactly the dicts ``engine.commands.parse`` takes (the HTTP frontend sends
+the same ones as JSON), so both wires share one validation. Proto3 cannot tell an empty
+string or list from an absent one: empty names, ``names`` and ``grad_outputs`` mean "not
+given". ``google.protobuf.Struct`` holds only doubles, so attribute numbers that are whole
+(``dim``, ``index`` keys, sizes) come back as ints; the ops' float attributes (``p`` of norm,
+``min``/``max`` of clamp) take the equal int with the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from engine.dtypes import DTYPES
+from engine.errors import EngineError, InvalidArgument
+from engine.session import Result, TensorInfo
+from service import codec
+from service.dataplane import SessionInfo
+from service.errors import GENERIC_DETAIL, status_of
+from service.gen.gradient.v1 import gradient_pb2 as pb
+
+# DTYPE_FLOAT32 <-> "float32": the enum spells PyTorch's names, so the table is derived.
+DTYPE_NAMES: dict[pb.DType, str] = {
+    number: name.removeprefix("DTYPE_").lower()
+    for name, number in pb.DType.items()
+    if number != pb.DTYPE_UNSPECIFIED
+}
+DTYPE_ENUMS: dict[str, pb.DType] = {name: number for number, name in DTYPE_NAMES.items()}
+_EXACT_INTS = 2.0**53  # beyond this a double is not an exact integer anyway
+
+
+def dtype_name(value: pb.DType, default: str | None) -> str | None:
+    """The engine's dtype name for a DType enum value; ``default`` when unspecified."""
+    if value == pb.DTYPE_UNSPECIFIED:
+        return default
+    if value not in DTYPE_NAMES:
+        raise InvalidArgument(f"unknown dtype enum value {value}")
+    return DTYPE_NAMES[value]
+
+
+# ----- messages -> command dicts -----
+
+
+def tensor_data(message: pb.TensorData) -> Any:
+    """An array from TensorData (float32 when the dtype is unspecified)."""
+    name = dtype_name(message.dtype, "float32")
+    shape = tuple(message.shape)
+    if any(n < 0 for n in shape):
+        raise InvalidArgument(f"shape must be a list of non-negative integers, got {list(shape)}")
+    try:
+        return codec.from_bytes(message.data, shape, DTYPES[str(name)])
+    except ValueError as exc:  # a shape numpy cannot hold, e.g. [0, 2**62]
+        raise InvalidArgument(f"invalid tensor shape {list(shape)}: {exc}") from exc
+
+
+def ref(message: pb.TensorRef) -> Any:
+    """A tensor reference as ``parse_ref`` takes it."""
+    return {"grad_of": message.name} if message.grad else message.name
+
+
+def value(message: pb.Value) -> Any:
+    kind = message.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument("a Value must set one of tensor, number, integer, boolean, list")
+    if kind == "tensor":
+        return ref(message.tensor)
+    if kind == "list":
+        return [value(item) for item in message.list.items]
+    return getattr(message, kind)
+
+
+def attrs(message: struct_pb2.Struct) -> dict[str, Any]:
+    """Struct attributes as a dict, whole numbers as ints.
+
+    Not ``json_format.MessageToDict``: that refuses NaN and infinities (``clamp(min=-inf)``).
+    """
+    return {key: _struct_value(item) for key, item in message.fields.items()}
+
+
+def _struct_value(item: struct_pb2.Value) -> Any:
+    kind = item.WhichOneof("kind")
+    if kind == "number_value":
+        number = item.number_value
+        whole = number.is_integer() and abs(number) <= _EXACT_INTS
+        return int(number) if whole else number
+    if kind == "struct_value":
+        return attrs(item.struct_value)
+    if kind == "list_value":
+        return [_struct_value(v) for v in item.list_value.values]
+    return None if kind in (None, "null_value") else getattr(item, kind)
+
+
+def _create(m: pb.CreateTensor) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "create",
+        "factory": m.factory or "tensor",
+        "args": [value(v) for v in m.args],
+        "dtype": dtype_name(m.dtype, None),
+        "requires_grad": m.requires_grad,
+        "name": m.name or None,
+    }
+    if m.HasField("data"):  # left out otherwise, so that parse() says what is missing
+        body["data"] = tensor_data(m.data)
+    return body
+
+
+def _op(m: pb.ApplyOp) -> dict[str, Any]:
+    return {
+        "kind": "op",
+        "op": m.op,
+        "inputs": [value(v) for v in m.inputs],
+        "attrs": attrs(m.attrs),
+        "name": m.name or None,
+        "names": list(m.names) or None,
+        "no_grad": m.no_grad,
+    }
+
+
+def _backward(m: pb.Backward) -> dict[str, Any]:
+    return {
+        "kind": "backward",
+        "tensor": ref(m.tensor),
+        "gradient": ref(m.gradient) if m.HasField("gradient") else None,
+        "retain_graph": m.retain_graph if m.HasField("retain_graph") else None,
+        "create_graph": m.create_graph,
+        "inputs": [ref(r) for r in m.inputs] or None,
+    }
+
+
+def _grad(m: pb.Grad) -> dict[str, Any]:
+    return {
+        "kind": "grad",
+        "outputs": [ref(r) for r in m.outputs],
+        "inputs": [ref(r) for r in m.inputs],
+        "grad_outputs": [ref(r) for r in m.grad_outputs] or None,
+        "retain_graph": m.retain_graph if m.HasField("retain_graph") else None,
+        "create_graph": m.create_graph,
+        "allow_unused": m.allow_unused,
+        "names": list(m.names) or None,
+    }
+
+
+def _detach(m: pb.Detach) -> dict[str, Any]:
+    return {"kind": "detach", "tensor": ref(m.tensor), "name": m.name or None}
+
+
+def _zero_grad(m: pb.ZeroGrad) -> dict[str, Any]:
+    return {
+        "kind": "zero_grad",
+        "tensors": [ref(r) for r in m.tensors],
+        "set_to_none": m.set_to_none,
+    }
+
+
+def _requires_grad(m: pb.RequiresGrad) -> dict[str, Any]:
+    return {"kind": "requires_grad", "tensor": ref(m.tensor), "requires_grad": m.requires_grad}
+
+
+def _retain_grad(m: pb.RetainGrad) -> dict[str, Any]:
+    return {"kind": "retain_grad", "tensor": ref(m.tensor)}
+
+
+def _get(m: pb.GetTensor) -> dict[str, Any]:
+    return {
+        "kind": "get",
+        "tensor": ref(m.tensor),
+        "value": m.value,
+        "grad": m.grad,
+        "repr": m.repr,
+    }
+
+
+def _release(m: pb.Release) -> dict[str, Any]:
+    return {"kind": "release", "names": list(m.names)}
+
+
+# Keyed by the field names of Command's oneof, which are the engine's command kinds.
+DECODERS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "create": _create, "op": _op, "backward": _backward, "grad": _grad, "detach": _detach,
+    "zero_grad": _zero_grad, "requires_grad": _requires_grad, "retain_grad": _retain_grad,
+    "get": _get, "release": _release,
+}  # fmt: skip
+
+
+def command(kind: str, message: Any) -> dict[str, Any]:
+    """The command dict for one command message of the given kind."""
+    return DECODERS[kind](message)
+
+
+def batch(commands: Sequence[pb.Command]) -> list[dict[str, Any]]:
+    """Command dicts for a batch; a command that cannot be decoded reports its index."""
+    out = []
+    for index, message in enumerate(commands):
+        try:
+            kind = message.WhichOneof("kind")
+            if kind is None:
+                raise InvalidArgument(f"a Command must set one of {sorted(DECODERS)}")
+            out.append(command(kind, getattr(message, kind)))
+        except EngineError as exc:
+            exc.command_index = index
+            raise
+    return out
+
+
+# ----- engine data -> messages -----
+
+
+def tensor_message(array: Any) -> pb.TensorData:
+    return pb.TensorData(
+        shape=array.shape, dtype=DTYPE_ENUMS[array.dtype.name], data=codec.to_bytes(array)
+    )
+
+
+def tensor_info(info: TensorInfo | None) -> pb.TensorInfo:
+    if info is None:  # an unused input's gradient from Grad(allow_unused=True)
+        return pb.TensorInfo(absent=True)
+    message = pb.TensorInfo(
+        name=info.name,
+        shape=info.shape,
+        dtype=DTYPE_ENUMS[info.dtype],
+        requires_grad=info.requires_grad,
+        is_leaf=info.is_leaf,
+        grad_fn=info.grad_fn or "",
+        has_grad=info.has_grad,
+        repr=info.repr or "",
+    )
+    if info.value is not None:
+        message.value.CopyFrom(tensor_message(info.value))
+    if info.grad is not None:
+        message.grad.CopyFrom(tensor_message(info.grad))
+    return message
+
+
+def result(r: Result) -> pb.CommandResult:
+    return pb.CommandResult(kind=r.kind, tensors=[tensor_info(t) for t in r.tensors])
+
+
+def session(info: SessionInfo) -> pb.Session:
+    return pb.Session(
+        id=info.id,
+        token=info.token or "",
+        device=info.device,
+        seed=info.seed,
+        ttl_seconds=info.ttl,
+        tensors=info.tensors,
+        bytes_held=info.bytes_held,
+    )
+
+
+def error(exc: BaseException) -> pb.Error:
+    """A failed batch for a stream; unexpected errors get the generic detail."""
+    status = status_of(exc)
+    if not isinstance(exc, EngineError):
+        return pb.Error(
+            code="internal", status=status.grpc.value[0], detail=GENERIC_DETAIL, command_index=-1
+        )
+    return pb.Error(
+        code=exc.code,
+        status=status.grpc.value[0],
+        detail=str(exc),
+        command_index=-1 if exc.command_index is None else exc.command_index,
+        torch_type=exc.torch_type,
+    )

@@ -1,0 +1,100 @@
+"""Request dependencies as ``Annotated`` aliases: the data plane, the session's token, the API
+key, and the data plane bound to the session a route names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+
+from engine.errors import Unauthenticated
+from engine.session import Result
+from service import codec
+from service.dataplane import DataPlane, render
+
+NPY = "application/x-npy"
+
+bearer = HTTPBearer(
+    auto_error=False, description="The session's token, as POST /v1/sessions returned it."
+)
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="The server's API key, when it is configured with one.",
+)
+
+
+def get_dataplane(request: Request) -> DataPlane:
+    return cast(DataPlane, request.app.state.dataplane)
+
+
+def get_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    # Same words as a wrong token or an unknown session: a 401 says nothing of what exists.
+    if credentials is None:
+        raise Unauthenticated("invalid session id or token")
+    return credentials.credentials
+
+
+PlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+TokenDep = Annotated[str, Depends(get_token)]
+ApiKeyDep = Annotated[str | None, Depends(api_key_header)]
+
+
+@dataclass(frozen=True)
+class SessionHandle:
+    """The data plane bound to one session and its token. Engine work, and the encoding of
+    what it returns, run on the data plane's threads, never on the event loop."""
+
+    plane: DataPlane
+    session_id: str
+    token: str
+
+    async def execute(self, commands: list[Any], binary: bool = False) -> list[dict[str, Any]]:
+        """Run a batch; its results rendered as JSON-ready data."""
+        return await self.plane.run(self._execute, commands, binary)
+
+    async def one(self, command: dict[str, Any], binary: bool = False) -> dict[str, Any]:
+        """Run one command; its result rendered."""
+        (result,) = await self.execute([command], binary)
+        return result
+
+    async def read_npy(self, ref: Any) -> bytes:
+        """The value of a tensor (or of a grad, for ``{"grad_of": name}``) as ``.npy`` bytes."""
+        return await self.plane.run(self._read_npy, ref)
+
+    async def write_npy(self, name: str, raw: bytes, requires_grad: bool) -> dict[str, Any]:
+        """Bind ``name`` to a new leaf holding the ``.npy`` body's array."""
+        array = await self.plane.run(codec.from_npy, raw)
+        command = {"kind": "create", "name": name, "data": array, "requires_grad": requires_grad}
+        return await self.one(command)
+
+    def _run(self, commands: list[Any]) -> list[Result]:
+        return self.plane.execute(self.session_id, self.token, commands)
+
+    def _execute(self, commands: list[Any], binary: bool) -> list[dict[str, Any]]:
+        return [render(result, binary) for result in self._run(commands)]
+
+    def _read_npy(self, ref: Any) -> bytes:
+        (result,) = self._run([{"kind": "get", "tensor": ref, "value": True}])
+        info = result.tensors[0]
+        assert info is not None and info.value is not None  # a get with value=True has it
+        return codec.to_npy(info.value)
+
+
+def session_handle(session_id: str, plane: PlaneDep, token: TokenDep) -> SessionHandle:
+    return SessionHandle(plane, session_id, token)
+
+
+async def get_npy_body(request: Request) -> bytes:
+    """The raw body of an ``application/x-npy`` request."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != NPY:
+        raise HTTPException(415, f"the body must be {NPY} (a .npy file), not {media_type!r}")
+    return await request.body()
+
+
+SessionDep = Annotated[SessionHandle, Depends(session_handle)]
+NpyBodyDep = Annotated[bytes, Depends(get_npy_body)]

@@ -1,0 +1,20 @@
+"""Batches: a list of commands run atomically (Execute)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.http.deps import SessionDep
+from service.http.models import ExecuteRequest, ExecuteResponse
+
+router = APIRouter(prefix="/sessions/{session_id}", tags=["batch"])
+
+
+@router.post("/batch", response_model=ExecuteResponse, response_model_exclude_unset=True)
+async def execute(
+    body: ExecuteRequest, session: SessionDep, binary: bool = False
+) -> dict[str, Any]:
+    """Runs a batch of commands atomically: all take effect, or none does."""
+    return {"results": await session.execute(body.commands, binary)}
