@@ -8,11 +8,12 @@ written and saved buffers freed, so a failed pass changes nothing.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from engine import dtypes, grad_mode, journal
+from engine import dtypes, grad_mode, journal, parallel
 from engine.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
@@ -47,6 +48,17 @@ class AccumulateGrad:
         self.variable = variable
 
 
+class Meta:
+    """Shape and dtype of an input whose values a node does not keep."""
+
+    __slots__ = ("dtype", "ndim", "shape")
+
+    def __init__(self, array: Any) -> None:
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+
+
 class Node:
     """One recorded op application: what its VJP needs, and edges to its inputs' nodes."""
 
@@ -67,15 +79,24 @@ class Node:
         "versions",
     )
 
-    def __init__(self, op: Primitive, name: str, attrs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        op: Primitive,
+        name: str,
+        attrs: dict[str, Any],
+        edges: list[Node | AccumulateGrad | None] | None = None,
+        metas: list[Any] | None = None,
+    ) -> None:
         self.op = op
         self.name = name
         self.attrs = attrs
-        self.edges: list[Node | AccumulateGrad | None] = []
-        self.metas: list[Any] = []
+        self.edges: list[Node | AccumulateGrad | None] = [] if edges is None else edges
+        # Shape and dtype of each tensor input, for ``_fit``: a Meta, or the saved input array
+        # itself where the node keeps it uncast (dropped with the buffers, see ``free``).
+        self.metas: list[Any] | None = [] if metas is None else metas
         self.inputs: tuple[Any, ...] | None = None
         self.arrays: list[Any] | None = None
-        self.versions: list[int] | None = None
+        self.versions: list[int | None] | None = None  # None for an input that is no Tensor
         self.freed = False
         self.retained: list[weakref.ref[Tensor]] | None = None
         self.out: Any = None
@@ -91,31 +112,40 @@ class Node:
         attrs: dict[str, Any],
         result: Tensor,
     ) -> Node:
-        """Build the node for ``result = op(*args, **attrs)``."""
-        from engine.ops.registry import INPUTS, OUTPUT, Meta
-        from engine.tensor import Tensor
+        """Build the node for ``result = op(*args, **attrs)``.
 
-        node = cls(op, op.node if isinstance(op.node, str) else op.node(**attrs), attrs)
-        edges: list[Any] = []
-        metas: list[Any] = []
-        for a, _arr in zip(args, arrays, strict=True):
-            if isinstance(a, Tensor):
-                edges.append(a.edge() if a.requires_grad else None)
-                metas.append(Meta(a.data))
+        ``arrays`` is ``args`` with each Tensor replaced by its array (cast to the op's dtype),
+        so an argument that is its own entry is no Tensor. Testing that, rather than
+        ``isinstance(a, Tensor)``, keeps an import of engine.tensor off this per-op path.
+        """
+        # One pass, no zip(strict=True) and no comprehension: this runs once per recorded op.
+        n = len(args)
+        edges: list[Node | AccumulateGrad | None] = [None] * n
+        metas: list[Any] = [None] * n
+        saves_inputs = op.saves_inputs
+        versions: list[int | None] = [None] * n
+        stand_ins = list(args)  # what the rule gets for inputs the node does not keep
+        for i, a in enumerate(args):
+            array = arrays[i]
+            if array is a:
+                continue
+            if a.requires_grad:
+                edges[i] = a.edge()
+            data = a.data
+            if saves_inputs:
+                versions[i] = a._version.value
+                metas[i] = array if array is data else Meta(data)
             else:
-                edges.append(None)
-                metas.append(None)
-        node.edges = edges
-        node.metas = metas
-        if op.saves & INPUTS:
+                metas[i] = stand_ins[i] = Meta(data)
+        name = op.node if isinstance(op.node, str) else op.node(**attrs)
+        node = cls(op, name, attrs, edges, metas)
+        if saves_inputs:
             node.inputs = args
             node.arrays = arrays
-            node.versions = [a._version.value if isinstance(a, Tensor) else 0 for a in args]
+            node.versions = versions
         else:
-            node.inputs = None
-            node.arrays = [m if m is not None else a for m, a in zip(metas, args, strict=True)]
-            node.versions = None
-        if op.saves & OUTPUT:
+            node.arrays = stand_ins
+        if op.saves_output:
             node.out = result.data
             node.out_version = result._version
             node.out_versions = result._version.value
@@ -139,8 +169,9 @@ class Node:
         if self.freed:
             raise FailedPrecondition(_FREED)
         if self.versions is not None and self.inputs is not None:
-            for a, saved in zip(self.inputs, self.versions, strict=True):
-                if hasattr(a, "_version") and a._version.value != saved:
+            for i, saved in enumerate(self.versions):
+                a = self.inputs[i]
+                if saved is not None and a._version.value != saved:
                     producer = a.grad_fn.name if a.grad_fn is not None else None
                     _raise_modified(a.data, a._version.value, saved, producer)
         if self.out_version is not None and self.out_version.value != self.out_versions:
@@ -150,16 +181,18 @@ class Node:
         """Drop the saved buffers (journaled, so a failed batch can restore them)."""
         if not self.op.saves or self.freed:
             return
-        state = (self.inputs, self.arrays, self.out)
-        journal.record(lambda: self._restore(state))
+        if journal.active():
+            state = (self.inputs, self.arrays, self.metas, self.out)
+            journal.record(lambda: self._restore(state))
         self.freed = True
         if self.inputs is not None:
             self.inputs = None
             self.arrays = None
+            self.metas = None  # may hold saved arrays; a freed node never runs again
         self.out = None
 
     def _restore(self, state: tuple[Any, ...]) -> None:
-        self.inputs, self.arrays, self.out = state
+        self.inputs, self.arrays, self.metas, self.out = state
         self.freed = False
 
     def saved_bytes(self) -> int:
@@ -187,7 +220,12 @@ class Node:
                 out._version = self.out_version
             grads = vjp(g, out, *inputs, **self.attrs)
         else:
-            grads = vjp(g, self.out, *(self.arrays or ()), **self.attrs)
+            arrays = self.arrays or ()
+            grads = None
+            if self.op.elementwise and g.size >= parallel.MIN_SIZE:
+                grads = parallel.map_chunks(vjp, (g, self.out, *arrays), self.attrs)
+            if grads is None:
+                grads = vjp(g, self.out, *arrays, **self.attrs)
         if len(grads) != len(self.edges):
             raise AssertionError(f"{self.name}: rule returned {len(grads)} grads")
         return tuple(grads)
@@ -203,33 +241,37 @@ def _raise_modified(data: Any, version: int, expected: int, producer: str | None
     shape = ", ".join(str(n) for n in data.shape)
     clause = ""
     if producer is not None:
-        short = producer.rstrip("0123456789").removesuffix("Backward")
-        clause = f", which is output 0 of {short}"
+        short = producer.rstrip("0123456789")
+        # PyTorch names generated nodes by their op ("Mul"), hand-written ones by C++ class.
+        if short != producer and short.endswith("Backward"):
+            short = short.removesuffix("Backward")
+        else:
+            short = f"torch::autograd::{producer}"
+        clause = f", which is output 0 of {short},"
     raise FailedPrecondition(
         "one of the variables needed for gradient computation has been modified by an inplace "
-        f"operation: [torch.{dtypes.legacy_name(data.dtype)}Tensor [{shape}]]{clause}, is at "
+        f"operation: [torch.{dtypes.legacy_name(data.dtype)}Tensor [{shape}]]{clause} is at "
         f"version {version}; expected version {expected} instead. {_HINT}"
     )
 
 
-
-
 def _topological_order(roots: list[GraphNode]) -> list[GraphNode]:
     """Nodes reachable from ``roots``, each after every node that feeds it a gradient."""
-    deps: dict[GraphNode, int] = {}
-    stack = list(dict.fromkeys(roots))
-    seen = set(stack)
+    unique = list(dict.fromkeys(roots))
+    deps: dict[GraphNode, int] = dict.fromkeys(unique, 0)  # edges in; also the nodes seen
+    stack = list(unique)
     while stack:
         node = stack.pop()
         if isinstance(node, Node):
             for child in node.edges:
                 if child is None:
                     continue
-                deps[child] = deps.get(child, 0) + 1
-                if child not in seen:
-                    seen.add(child)
+                if child in deps:
+                    deps[child] += 1
+                else:
+                    deps[child] = 1
                     stack.append(child)
-    ready = [n for n in dict.fromkeys(roots) if deps.get(n, 0) == 0]
+    ready = [n for n in unique if deps[n] == 0]
     order: list[GraphNode] = []
     while ready:
         node = ready.pop()
@@ -238,8 +280,9 @@ def _topological_order(roots: list[GraphNode]) -> list[GraphNode]:
             for child in node.edges:
                 if child is None:
                     continue
-                deps[child] -= 1
-                if deps[child] == 0:
+                left = deps[child] - 1
+                deps[child] = left
+                if left == 0:
                     ready.append(child)
     return order
 
@@ -281,6 +324,15 @@ def _fit(g: Any, meta: Any, create_graph: bool) -> Any:
     return g
 
 
+def _sum(a: Any, b: Any, create_graph: bool) -> Any:
+    """``a + b`` for two gradients of one node; large arrays are added on several threads."""
+    if not create_graph and a.size >= parallel.MIN_SIZE:
+        total = parallel.map_chunks(operator.add, (a, b), {})
+        if total is not None:
+            return total
+    return a + b
+
+
 def run_backward(
     roots: list[tuple[GraphNode, Any]],
     targets: list[GraphNode] | None,
@@ -313,26 +365,25 @@ def run_backward(
             else:
                 if node in target_set:
                     captured[node] = g
-                if (
-                    isinstance(node, AccumulateGrad)
-                    or needed is None
-                    or not any(c in needed for c in node.edges if c is not None)
-                ):
+                if isinstance(node, AccumulateGrad) or needed is None or node not in needed:
                     continue
-            if node.retained:
+            if node.retained:  # PyTorch fills these on every path to a target, targets included
                 for ref in node.retained:
                     t = ref()
                     if t is not None and t.grad_fn is node:
                         retained.append((t, g))
+            if needed is not None and not any(c in needed for c in node.edges if c is not None):
+                continue
             node.check_saved()
             executed.append(node)
-            for child, gi, meta in zip(
-                node.edges, node.run(g, create_graph), node.metas, strict=True
-            ):
+            metas = node.metas
+            assert metas is not None  # check_saved raised if the node's buffers were freed
+            for i, gi in enumerate(node.run(g, create_graph)):
+                child = node.edges[i]
                 if child is None or gi is None:
                     continue
-                gi = _fit(gi, meta, create_graph)
-                grads[child] = grads[child] + gi if child in grads else gi
+                gi = _fit(gi, metas[i], create_graph)
+                grads[child] = _sum(grads[child], gi, create_graph) if child in grads else gi
     freed = [] if retain_graph else executed
     return captured, retained, freed
 
@@ -354,19 +405,15 @@ def _root_grads(
 ) -> list[tuple[GraphNode, Any]]:
     from engine.tensor import Tensor
 
-    if grad_outputs is not None and len(grad_outputs) != len(outputs):
-        raise InvalidArgument(
-            f"grad requires one gradient per output: got {len(grad_outputs)} gradients "
-            f"for {len(outputs)} outputs"
-        )
+    # As PyTorch: extra gradients are ignored; every gradient is checked before any graph.
+    if grad_outputs is not None and len(grad_outputs) < len(outputs):
+        raise InvalidArgument(f"got {len(outputs)} tensors and {len(grad_outputs)} gradients")
     roots: list[tuple[GraphNode, Any]] = []
     for i, out in enumerate(outputs):
-        if not out.requires_grad:
-            raise FailedPrecondition(
-                f"element {i} of tensors does not require grad and does not have a grad_fn"
-            )
         given = grad_outputs[i] if grad_outputs is not None else None
         if given is None:
+            if not out.requires_grad:
+                continue
             if not is_scalar_like(out.shape):
                 raise FailedPrecondition("grad can be implicitly created only for scalar outputs")
             g: Any = out.xp.ones(out.data.shape, dtype=out.data.dtype)
@@ -382,6 +429,11 @@ def _root_grads(
         if create_graph:
             g = Tensor(g) if not isinstance(given, Tensor) else given
         roots.append((out.edge(), g))
+    for i, out in enumerate(outputs):
+        if not out.requires_grad:
+            raise FailedPrecondition(
+                f"element {i} of tensors does not require grad and does not have a grad_fn"
+            )
     return roots
 
 
@@ -399,29 +451,42 @@ def backward(
     if grad_tensors is not None and not isinstance(grad_tensors, list | tuple):
         grad_tensors = [grad_tensors]
     retain = create_graph if retain_graph is None else retain_graph
-    roots = _root_grads(outputs, grad_tensors, create_graph)
-    targets = None
     if inputs is not None:
         wanted = [inputs] if isinstance(inputs, Tensor) else list(inputs)
         if not wanted:
-            raise InvalidArgument("'inputs' argument to backward() cannot be empty.")
+            raise InvalidArgument("`inputs` argument to `backward()` cannot be empty.")
+    roots = _root_grads(outputs, grad_tensors, create_graph)
+    targets = None
+    if inputs is not None:
         for t in wanted:
             if not t.requires_grad:
-                raise InvalidArgument("One of the differentiated Tensors does not require grad")
+                raise FailedPrecondition("can't retain_grad on Tensor that has requires_grad=False")
         targets = [t.edge() for t in wanted]
     captured, retained, freed = run_backward(roots, targets, retain, create_graph)
     # Commit: everything below succeeds or was journaled.
+    given: set[int] = set()
+
+    def distinct(g: Any) -> Any:
+        """A rule may pass one array to several inputs (add): each ``.grad`` gets its own."""
+        if id(g) in given:
+            return g.copy()
+        given.add(id(g))
+        return g
+
     if inputs is None:
         for node, g in captured.items():
             assert isinstance(node, AccumulateGrad)
-            node.variable.accumulate_grad_(g, create_graph)
+            node.variable.accumulate_grad_(distinct(g), create_graph)
     else:
-        for t in wanted:
+        for t in {id(t): t for t in wanted}.values():
+            if not t.is_leaf:  # PyTorch retains a non-leaf input's grad from now on
+                t.retain_grad()
             g = captured.get(t.edge())
             if g is not None:
-                t.accumulate_grad_(g, create_graph)
+                t.accumulate_grad_(distinct(g), create_graph, retained=not t.is_leaf)
     for t, g in retained:
-        t.accumulate_grad_(g, create_graph)
+        if inputs is None or all(t is not w for w in wanted):
+            t.accumulate_grad_(distinct(g), create_graph, retained=True)
     free_buffers(freed)
 
 
@@ -431,23 +496,31 @@ def grad(
     grad_outputs: Any = None,
     retain_graph: bool | None = None,
     create_graph: bool = False,
-    allow_unused: bool = False,
+    allow_unused: bool | None = None,
     materialize_grads: bool = False,
 ) -> tuple[Tensor | None, ...]:
-    """Gradients of ``outputs`` with respect to ``inputs``, without touching ``.grad``."""
+    """Gradients of ``outputs`` with respect to ``inputs``; leaves' ``.grad`` stay untouched."""
     from engine.tensor import Tensor, owned
 
+    if materialize_grads and allow_unused is False:
+        raise InvalidArgument(
+            "Expected allow_unused to be True or not passed when materialize_grads=True, "
+            "but got: allow_unused=False.",
+            torch_type="ValueError",
+        )
     outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is not None and not isinstance(grad_outputs, list | tuple):
         grad_outputs = [grad_outputs]
+    if not ins:
+        raise InvalidArgument("`inputs` argument to `grad()` cannot be empty.")
+    retain = create_graph if retain_graph is None else retain_graph
+    roots = _root_grads(outs, grad_outputs, create_graph)
     for t in ins:
         if not t.requires_grad:
             raise InvalidArgument("One of the differentiated Tensors does not require grad")
-    retain = create_graph if retain_graph is None else retain_graph
-    roots = _root_grads(outs, grad_outputs, create_graph)
     targets = [t.edge() for t in ins]
-    captured, _, freed = run_backward(roots, targets, retain, create_graph)
+    captured, retained, freed = run_backward(roots, targets, retain, create_graph)
     result: list[Tensor | None] = []
     for i, (t, node) in enumerate(zip(ins, targets, strict=True)):
         g = captured.get(node)
@@ -462,5 +535,7 @@ def grad(
             result.append(g)
         else:
             result.append(Tensor(owned(g.astype(t.data.dtype, copy=False))))
+    for r, g in retained:  # PyTorch fills retained grads on the way, even here
+        r.accumulate_grad_(g if isinstance(g, Tensor) else g.copy(), create_graph, retained=True)
     free_buffers(freed)
     return tuple(result)

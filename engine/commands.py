@@ -7,14 +7,17 @@ reference is a name, or ``{"grad_of": name}`` for that tensor's ``.grad``.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from engine.errors import InvalidArgument
+from engine.dtypes import dtype_from_name
+from engine.errors import EngineError, InvalidArgument
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-AUTO_NAME = re.compile(r"^%[0-9]{1,18}$")  # server-chosen names: never a client's name
+# Matched with ``fullmatch``: ``$`` would also accept a trailing newline ("x\n").
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+AUTO_NAME = re.compile(r"%[0-9]{1,18}")  # server-chosen names: never a client's name
 FACTORIES = (
     "tensor", "arange", "zeros", "ones", "full", "empty", "eye", "linspace", "rand", "randn",
     "zeros_like", "ones_like", "full_like",
@@ -39,6 +42,7 @@ Input = Ref | Scalar | list[Any]
 @dataclass(slots=True)
 class Create:
     """A new tensor from data or a factory (``arange``, ``randn`` from the session's RNG, ...)."""
+
     kind: ClassVar[str] = "create"
 
     factory: str = "tensor"
@@ -52,6 +56,7 @@ class Create:
 @dataclass(slots=True)
 class Op:
     """Apply a registered op to inputs (refs, scalars, lists of refs) with attributes."""
+
     kind: ClassVar[str] = "op"
 
     op: str
@@ -76,6 +81,7 @@ class Backward:
 @dataclass(slots=True)
 class Grad:
     """Functional gradients; results are bound to ``names`` (server-chosen when absent)."""
+
     kind: ClassVar[str] = "grad"
 
     outputs: list[Ref]
@@ -98,6 +104,7 @@ class Detach:
 @dataclass(slots=True)
 class ZeroGrad:
     """Zero the grads of ``tensors`` in place, or drop them with ``set_to_none``."""
+
     kind: ClassVar[str] = "zero_grad"
 
     tensors: list[Ref]
@@ -122,6 +129,7 @@ class RetainGrad:
 @dataclass(slots=True)
 class Get:
     """Read a tensor: metadata always, and its value, grad and repr when asked."""
+
     kind: ClassVar[str] = "get"
 
     tensor: Ref
@@ -148,8 +156,14 @@ KINDS: dict[str, type] = {
 }  # fmt: skip
 
 
+FIELDS: dict[str, frozenset[str]] = {
+    kind: frozenset({"kind", *(f.name for f in fields(cls))}) for kind, cls in KINDS.items()
+}
+COMMAND_TYPES = tuple(KINDS.values())
+
+
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise InvalidArgument(
             f"invalid tensor name {name!r}: use 1-64 letters, digits or underscores, not "
             "starting with a digit"
@@ -158,7 +172,7 @@ def check_name(name: Any) -> str:
 
 
 def _ref_name(name: Any) -> str:
-    if isinstance(name, str) and AUTO_NAME.match(name):
+    if isinstance(name, str) and AUTO_NAME.fullmatch(name):
         return name
     return check_name(name)
 
@@ -171,18 +185,22 @@ def parse_ref(value: Any) -> Ref:
     raise InvalidArgument(f"expected a tensor name or {{'grad_of': name}}, got {value!r}")
 
 
-def parse_input(value: Any) -> Any:
-    """A ref, a Python scalar, or a list of inputs (for ``cat`` and ``stack``)."""
+def parse_input(value: Any, nested: bool = False) -> Any:
+    """A ref, a Python scalar, or a list of them (for ``cat`` and ``stack``)."""
     if isinstance(value, bool | int | float):
         return value
     if isinstance(value, list):
-        return [parse_input(v) for v in value]
+        if nested:
+            raise InvalidArgument("an input list cannot contain another list")
+        return [parse_input(v, nested=True) for v in value]
     return parse_ref(value)
 
 
 def _bool(body: dict[str, Any], key: str, default: bool | None) -> Any:
-    value = body.get(key, default)
-    if value is not None and not isinstance(value, bool):
+    value = body.get(key)
+    if value is None:  # absent or null: the default
+        return default
+    if not isinstance(value, bool):
         raise InvalidArgument(f"'{key}' must be a boolean, got {value!r}")
     return value
 
@@ -198,7 +216,10 @@ def _names(body: dict[str, Any]) -> list[str] | None:
         return None
     if not isinstance(names, list):
         raise InvalidArgument("'names' must be a list of tensor names")
-    return [check_name(n) for n in names]
+    checked = [check_name(n) for n in names]
+    if len(set(checked)) != len(checked):
+        raise InvalidArgument(f"'names' must be distinct, got {checked}")
+    return checked
 
 
 def _refs(body: dict[str, Any], key: str, required: bool = True) -> list[Ref] | None:
@@ -209,7 +230,77 @@ def _refs(body: dict[str, Any], key: str, required: bool = True) -> list[Ref] | 
         return None
     if not isinstance(value, list):
         value = [value]
+    if required and not value:
+        raise InvalidArgument(f"'{key}' cannot be empty")
     return [parse_ref(v) for v in value]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _factory_args(factory: str, args: list[Any]) -> list[Any]:
+    """Check a factory's positional arguments: sizes, numbers, and a tensor for ``*_like``."""
+    n = len(args)
+    if factory == "tensor":
+        if args:
+            raise InvalidArgument("the 'tensor' factory takes 'data', not 'args'")
+        return []
+    if factory.endswith("_like"):
+        want = 2 if factory == "full_like" else 1
+        if n != want:
+            raise InvalidArgument(
+                f"{factory} expects {'a tensor and a fill value' if want == 2 else 'a tensor'}"
+                f", got {n} argument(s)"
+            )
+        if want == 2 and not isinstance(args[1], bool | int | float):
+            raise InvalidArgument(f"{factory}: the fill value must be a number, got {args[1]!r}")
+        return [parse_ref(args[0]), *args[1:]]
+    if factory in ("zeros", "ones", "empty", "rand", "randn"):
+        size = args[0] if n == 1 and isinstance(args[0], list) else args
+        _check_size(factory, size)
+        return args
+    if factory == "full":
+        if n != 2:
+            raise InvalidArgument(f"full expects a size and a fill value, got {n} argument(s)")
+        _check_size(factory, args[0] if isinstance(args[0], list) else [args[0]])
+        if not isinstance(args[1], bool | int | float):
+            raise InvalidArgument(f"full: the fill value must be a number, got {args[1]!r}")
+        return args
+    if factory == "eye":
+        if not 1 <= n <= 2 or not all(_is_int(a) for a in args):
+            raise InvalidArgument(f"eye expects n and optionally m (integers), got {args!r}")
+        return args
+    bounds = {"arange": (1, 3), "linspace": (3, 3)}[factory]
+    if not bounds[0] <= n <= bounds[1] or not all(_is_number(a) and math.isfinite(a) for a in args):
+        usage = "end, or start, end[, step]" if factory == "arange" else "start, end, steps"
+        raise InvalidArgument(f"{factory} expects finite numbers ({usage}), got {args!r}")
+    if factory == "linspace" and not _is_int(args[2]):
+        raise InvalidArgument(f"linspace: steps must be an integer, got {args[2]!r}")
+    return args
+
+
+def _check_size(factory: str, size: list[Any]) -> None:
+    if not all(_is_int(d) for d in size):
+        raise InvalidArgument(f"{factory}: sizes must be integers, got {size!r}")
+
+
+def parse_batch(bodies: Any) -> list[Command]:
+    """Parse a batch; a bad command's error carries its index as ``command_index``."""
+    if not isinstance(bodies, list):
+        raise InvalidArgument(f"a batch must be a list of commands, got {type(bodies).__name__}")
+    commands: list[Command] = []
+    for index, body in enumerate(bodies):
+        try:
+            commands.append(parse(body))
+        except EngineError as exc:
+            exc.command_index = index
+            raise
+    return commands
 
 
 def parse(body: Any) -> Command:
@@ -217,27 +308,29 @@ def parse(body: Any) -> Command:
     if not isinstance(body, dict):
         raise InvalidArgument(f"a command must be an object, got {type(body).__name__}")
     kind = body.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidArgument(f"unknown command kind {kind!r}; expected one of {sorted(KINDS)}")
-    known = {"kind", *KINDS[kind].__dataclass_fields__}
-    unknown = sorted(set(body) - known)
+    unknown = [k for k in body if k not in FIELDS[kind]]
     if unknown:
-        raise InvalidArgument(f"unknown field(s) {unknown} for command '{kind}'")
+        raise InvalidArgument(f"unknown field(s) {sorted(map(repr, unknown))} for command '{kind}'")
     if kind == "create":
         factory = body.get("factory", "tensor")
-        if factory not in FACTORIES:
+        if not isinstance(factory, str) or factory not in FACTORIES:
             raise InvalidArgument(f"unknown factory {factory!r}; expected one of {list(FACTORIES)}")
         args = body.get("args", [])
         if not isinstance(args, list):
             raise InvalidArgument("'args' must be a list")
         if factory == "tensor" and "data" not in body:
             raise InvalidArgument("'data' is required to create a tensor from data")
+        if factory != "tensor" and "data" in body:
+            raise InvalidArgument(f"'data' is only for the 'tensor' factory, not '{factory}'")
         dtype = body.get("dtype")
         if dtype is not None and not isinstance(dtype, str):
             raise InvalidArgument("'dtype' must be a string")
+        dtype_from_name(dtype)  # raises for an unknown dtype
         return Create(
             factory=factory,
-            args=[parse_input(a) if isinstance(a, dict) else a for a in args],
+            args=_factory_args(factory, args),
             data=body.get("data"),
             dtype=dtype,
             requires_grad=_bool(body, "requires_grad", False),
@@ -251,8 +344,10 @@ def parse(body: Any) -> Command:
         attrs = body.get("attrs", {})
         if not isinstance(inputs, list):
             raise InvalidArgument("'inputs' must be a list")
-        if not isinstance(attrs, dict):
+        if not isinstance(attrs, dict) or not all(isinstance(k, str) for k in attrs):
             raise InvalidArgument("'attrs' must be an object")
+        if body.get("name") is not None and body.get("names") is not None:
+            raise InvalidArgument("give 'name' or 'names', not both")
         return Op(
             op=op,
             inputs=[parse_input(v) for v in inputs],
@@ -303,4 +398,7 @@ def parse(body: Any) -> Command:
     names = body.get("names")
     if not isinstance(names, list):
         raise InvalidArgument("'names' must be a list of tensor names")
-    return Release(names=[_ref_name(n) for n in names])
+    released = [_ref_name(n) for n in names]
+    if len(set(released)) != len(released):
+        raise InvalidArgument(f"'names' must be distinct, got {released}")
+    return Release(names=released)

@@ -122,22 +122,41 @@ def full(
     return _finish(array, None, requires_grad, "cpu")
 
 
+def _sizes(sizes: tuple[Any, ...], size: Any = None) -> Any:
+    """PyTorch's spellings of a size: ``zeros(2, 3)``, ``zeros((2, 3))``, ``zeros(size=(2, 3))``."""
+    if size is not None:
+        return size
+    return sizes[0] if len(sizes) == 1 and isinstance(sizes[0], list | tuple) else sizes
+
+
 def zeros(
-    size: Any, dtype: str | None = None, requires_grad: bool = False, device: str | None = None
+    *sizes: Any,
+    size: Any = None,
+    dtype: str | None = None,
+    requires_grad: bool = False,
+    device: str | None = None,
 ) -> Tensor:
-    return full(size, 0.0, dtype or "float32", requires_grad, device)
+    return full(_sizes(sizes, size), 0.0, dtype or "float32", requires_grad, device)
 
 
 def ones(
-    size: Any, dtype: str | None = None, requires_grad: bool = False, device: str | None = None
+    *sizes: Any,
+    size: Any = None,
+    dtype: str | None = None,
+    requires_grad: bool = False,
+    device: str | None = None,
 ) -> Tensor:
-    return full(size, 1.0, dtype or "float32", requires_grad, device)
+    return full(_sizes(sizes, size), 1.0, dtype or "float32", requires_grad, device)
 
 
 def empty(
-    size: Any, dtype: str | None = None, requires_grad: bool = False, device: str | None = None
+    *sizes: Any,
+    size: Any = None,
+    dtype: str | None = None,
+    requires_grad: bool = False,
+    device: str | None = None,
 ) -> Tensor:
-    return zeros(size, dtype, requires_grad, device)
+    return zeros(*sizes, size=size, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
 def _like(fill: float, t: Tensor, dtype: str | None, requires_grad: bool) -> Tensor:
@@ -234,20 +253,26 @@ def _random(
 
 
 def rand(
-    size: Any,
+    *sizes: Any,
+    size: Any = None,
     generator: Generator | None = None,
     dtype: str | None = None,
     requires_grad: bool = False,
     device: str | None = None,
 ) -> Tensor:
-    return _random("check_uniform_bounds", size, generator, dtype, requires_grad, device)
+    return _random(
+        "check_uniform_bounds", _sizes(sizes, size), generator, dtype, requires_grad, device
+    )
 
 
 def randn(
-    size: Any,
+    *sizes: Any,
+    size: Any = None,
     generator: Generator | None = None,
     dtype: str | None = None,
     requires_grad: bool = False,
     device: str | None = None,
 ) -> Tensor:
-    return _random("normal_kernel_cpu", size, generator, dtype, requires_grad, device)
+    return _random(
+        "normal_kernel_cpu", _sizes(sizes, size), generator, dtype, requires_grad, device
+    )

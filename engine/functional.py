@@ -6,6 +6,7 @@ Functions here only route (Python scalars on the left, optional dims, overloads 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -78,16 +79,20 @@ def pow(a: Operand, b: Operand) -> Tensor:
     return ew.rpow(b, a)  # type: ignore[no-any-return]
 
 
-def _compare(prim: Primitive, a: Operand, b: Operand) -> Tensor:
-    return prim(_operand(a), _operand(b))  # type: ignore[no-any-return]
-
-
 # ----- reductions with PyTorch's overloads -----
 
 
 class MaxResult(NamedTuple):
     values: Tensor
     indices: Tensor
+
+    def __repr__(self) -> str:  # torch.return_types.max(...)
+        return f"torch.return_types.max(\nvalues={self.values!r},\nindices={self.indices!r})"
+
+
+class MinResult(MaxResult):
+    def __repr__(self) -> str:
+        return f"torch.return_types.min(\nvalues={self.values!r},\nindices={self.indices!r})"
 
 
 @composite("max")
@@ -109,7 +114,7 @@ def min(x: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
         return ew.minimum(x, dim)
     if dim is None:
         return rd.min_all(x)
-    return MaxResult(
+    return MinResult(
         rd.min_dim(x, dim=dim, keepdim=keepdim), rd.argmin(x, dim=dim, keepdim=keepdim)
     )
 
@@ -129,19 +134,82 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     if a.ndim == 2 and b.ndim == 1:
         return la.mv(a, b)  # type: ignore[no-any-return]
     if a.ndim == 1 and b.ndim == 2:
-        if a.shape[0] != b.shape[0]:
-            raise InvalidArgument(
-                f"size mismatch, got input ({a.shape[0]}), mat ({b.shape[1]}x{b.shape[0]}), "
-                f"vec ({a.shape[0]})"
-            )
-        return sh.squeeze(la.mm(sh.unsqueeze(a, dim=0), b), dim=0, node_name="SqueezeBackward4")  # type: ignore[no-any-return]
+        row = la.mm(sh.unsqueeze(a, dim=0), b)
+        return sh.squeeze(row, dim=0, node_name="SqueezeBackward4")  # type: ignore[no-any-return]
     if a.ndim == 2 and b.ndim == 2:
         return la.mm(a, b)  # type: ignore[no-any-return]
-    if a.ndim == 1:
-        return sh.squeeze(la.matmul_batched(sh.unsqueeze(a, dim=0), b), dim=-2)  # type: ignore[no-any-return]
-    if b.ndim == 1:
-        return sh.squeeze(la.matmul_batched(a, sh.unsqueeze(b, dim=1)), dim=-1)  # type: ignore[no-any-return]
-    return la.matmul_batched(a, b)  # type: ignore[no-any-return]
+    path = _matmul_path(a, b)
+    _check_batched(a, b, path)
+    # Folding a matrix @ batch multiplies the transposed batch, then transposes back and
+    # copies (contiguous), which is no copy when a side of the result is 1.
+    name = "UnsafeViewBackward0"
+    if path == "fold_t" and a.ndim == 2:
+        name = "CloneBackward0" if a.shape[0] > 1 and b.shape[-1] > 1 else "TransposeBackward0"
+    return la.matmul_batched(a, b, node_name=name)  # type: ignore[no-any-return]
+
+
+def _foldable(array: Any) -> bool:
+    """Whether ``array.view(-1, array.shape[-1])`` needs no copy (PyTorch's should_fold)."""
+    s, n = array.strides, array.shape
+    return array.size == 0 or all(s[i] == s[i + 1] * n[i + 1] for i in range(array.ndim - 1))
+
+
+def _matmul_path(a: Tensor, b: Tensor) -> str:
+    """How PyTorch's matmul multiplies operands of which one has 3 dims or more.
+
+    "fold": the batch of ``a`` folded into mm/mv rows; "fold_t": the same with ``b``
+    transposed; "batched": both expanded to a common batch and multiplied with bmm.
+    """
+    if a.ndim >= 3 and b.ndim <= 2:
+        return "fold" if b.requires_grad or _foldable(a.data) else "batched"
+    if b.ndim >= 3 and a.requires_grad:
+        return "fold_t"
+    if b.ndim >= 3 and a.ndim == 1 and _foldable(b.data.swapaxes(-1, -2)):
+        return "fold_t"
+    return "batched"
+
+
+def _check_batched(a: Tensor, b: Tensor, path: str) -> None:
+    """PyTorch's error texts for operands that do not multiply, by the path it takes."""
+    k, k2 = a.shape[-1], b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if path == "fold":
+        rows = math.prod(a.shape[:-1])
+        if k != k2 and b.ndim == 2:
+            raise InvalidArgument(
+                f"mat1 and mat2 shapes cannot be multiplied ({rows}x{k} and {k2}x{b.shape[1]})"
+            )
+        if k != k2:
+            raise InvalidArgument(
+                f"size mismatch, got input ({rows}), mat ({rows}x{k}), vec ({k2})"
+            )
+        if b.ndim == 2:
+            la.mm_dtype(a.data, b.data)
+        else:
+            la.mv_dtype(a.data, b.data)
+    elif path == "fold_t":
+        rows = math.prod(b.shape[:-2]) * b.shape[-1]
+        if k != k2 and a.ndim == 2:
+            raise InvalidArgument(
+                f"mat1 and mat2 shapes cannot be multiplied ({rows}x{k2} and {k}x{a.shape[0]})"
+            )
+        if k != k2:
+            raise InvalidArgument(
+                f"size mismatch, got input ({rows}), mat ({rows}x{k2}), vec ({k})"
+            )
+        if a.ndim == 2:
+            la.mm_dtype(b.data, a.data)
+        else:
+            la.mv_dtype(b.data, a.data)
+    else:
+        batch_a, batch_b = numpy.empty(a.shape[:-2], bool), numpy.empty(b.shape[:-2], bool)
+        ew.broadcast_shape(batch_a, batch_b)
+        batch = math.prod(numpy.broadcast_shapes(batch_a.shape, batch_b.shape))
+        if k != k2:
+            raise InvalidArgument(
+                "Expected size for first two dimensions of batch2 tensor to be: "
+                f"[{batch}, {k}] but got: [{batch}, {k2}]."
+            )
+        la.bmm_dtype(a.data, b.data)
 
 
 @composite("outer")
@@ -164,16 +232,25 @@ def _size_args(shape: Sequence[Any]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+@composite("reshape")
+def reshape(x: Tensor, shape: Sequence[int]) -> Tensor:
+    """A view (ViewBackward0) where the strides allow, else a copy (UnsafeViewBackward0)."""
+    target = sh.infer_shape(shape, x.numel())
+    name = None if sh.as_view(x.data, target) is not None else "UnsafeViewBackward0"
+    return sh.reshape(x, shape=target, node_name=name)  # type: ignore[no-any-return]
+
+
 @composite("flatten")
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if x.ndim == 0:
-        return sh.reshape(x, shape=(1,))  # type: ignore[no-any-return]
+        return reshape(x, (1,))
     s = rd.normalize_dim(start_dim, x.ndim)
     e = rd.normalize_dim(end_dim, x.ndim)
     if s > e:
         raise InvalidArgument("flatten() has invalid args: start_dim cannot come after end_dim")
-    shape = (*x.shape[:s], -1, *x.shape[e + 1:])
-    return sh.reshape(x, shape=shape)  # type: ignore[no-any-return]
+    if s == e:
+        return x  # PyTorch returns the input itself
+    return reshape(x, (*x.shape[:s], -1, *x.shape[e + 1 :]))
 
 
 def _key(key: Any) -> tuple[Any, ...]:
@@ -238,26 +315,39 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 # ----- in-place ops -----
 
 
+def _inplace(op: Primitive, x: Tensor, other: Operand) -> Tensor:
+    """``x op= other``, which must not broadcast ``x`` itself to a bigger shape."""
+    if isinstance(other, Tensor) and other.shape != x.shape:
+        try:
+            shape = numpy.broadcast_shapes(x.shape, other.shape)
+        except ValueError:
+            shape = x.shape  # not broadcastable: the op raises PyTorch's text
+        if shape != x.shape:
+            raise InvalidArgument(
+                f"output with shape [{', '.join(map(str, x.shape))}] doesn't match the "
+                f"broadcast shape [{', '.join(map(str, shape))}]"
+            )
+    return apply_inplace(op, x, (other,), {})
+
+
 @composite("add_")
 def add_(x: Tensor, other: Operand, alpha: Number = 1) -> Tensor:
-    value = _operand(other) if alpha == 1 else mul(other, alpha)
-    return apply_inplace(ew.add, x, (value,), {})
+    return _inplace(ew.add, x, _operand(other) if alpha == 1 else mul(other, alpha))
 
 
 @composite("sub_")
 def sub_(x: Tensor, other: Operand, alpha: Number = 1) -> Tensor:
-    value = _operand(other) if alpha == 1 else mul(other, alpha)
-    return apply_inplace(ew.sub, x, (value,), {})
+    return _inplace(ew.sub, x, _operand(other) if alpha == 1 else mul(other, alpha))
 
 
 @composite("mul_")
 def mul_(x: Tensor, other: Operand) -> Tensor:
-    return apply_inplace(ew.mul, x, (_operand(other),), {})
+    return _inplace(ew.mul, x, _operand(other))
 
 
 @composite("div_")
 def div_(x: Tensor, other: Operand) -> Tensor:
-    return apply_inplace(ew.div, x, (_operand(other),), {})
+    return _inplace(ew.div, x, _operand(other))
 
 
 @composite("zero_")
@@ -267,7 +357,7 @@ def zero_(x: Tensor) -> Tensor:
 
 @composite("copy_")
 def copy_(x: Tensor, src: Tensor) -> Tensor:
-    return apply_inplace(ew.copy, x, (src,), {})
+    return _inplace(ew.copy, x, src)
 
 
 # ----- autograd -----
@@ -290,6 +380,16 @@ def _unary(prim: Primitive) -> Any:
     return method
 
 
+def _binary(prim: Primitive) -> Any:
+    """A function (and method) of two operands; a Primitive is no descriptor, so no method."""
+
+    def method(self: Tensor, other: Operand) -> Tensor:
+        return prim(self, _operand(other))  # type: ignore[no-any-return]
+
+    method.__name__ = prim.name
+    return method
+
+
 def _dims_method(prim: Primitive) -> Any:
     def method(self: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
         return prim(self, dim=dim, keepdim=keepdim)  # type: ignore[no-any-return]
@@ -298,8 +398,44 @@ def _dims_method(prim: Primitive) -> Any:
     return method
 
 
+# ----- torch-namespace functions: a primitive's attributes may come positionally -----
+
+sum = _dims_method(rd.sum)
+mean = _dims_method(rd.mean)
+prod = _dims_method(rd.prod)
+argmax = _dims_method(rd.argmax)
+argmin = _dims_method(rd.argmin)
+
+
+def norm(x: Tensor, p: float = 2, dim: Any = None, keepdim: bool = False) -> Tensor:
+    return rd.norm(x, p=p, dim=dim, keepdim=keepdim)  # type: ignore[no-any-return]
+
+
+def clamp(x: Tensor, min: Number | None = None, max: Number | None = None) -> Tensor:
+    return ew.clamp(x, min=min, max=max)  # type: ignore[no-any-return]
+
+
+def softmax(x: Tensor, dim: int) -> Tensor:
+    return rd.softmax(x, dim=dim)  # type: ignore[no-any-return]
+
+
+def log_softmax(x: Tensor, dim: int) -> Tensor:
+    return rd.log_softmax(x, dim=dim)  # type: ignore[no-any-return]
+
+
+def logsumexp(x: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
+    return rd.logsumexp(x, dim=dim, keepdim=keepdim)  # type: ignore[no-any-return]
+
+
+dot, mm, mv, bmm = _binary(la.dot), _binary(la.mm), _binary(la.mv), _binary(la.bmm)
+maximum, minimum = _binary(ew.maximum), _binary(ew.minimum)
+eq, ne, lt, le, gt, ge = (_binary(p) for p in (ew.eq, ew.ne, ew.lt, ew.le, ew.gt, ew.ge))
+logical_and, logical_or = _binary(ew.logical_and), _binary(ew.logical_or)
+logical_xor = _binary(ew.logical_xor)
+
+
 def _reshape(self: Tensor, *shape: Any) -> Tensor:
-    return sh.reshape(self, shape=_size_args(shape))  # type: ignore[no-any-return]
+    return reshape(self, _size_args(shape))
 
 
 def _view(self: Tensor, *shape: Any) -> Tensor:
@@ -324,10 +460,6 @@ def _to(self: Tensor, dtype: str) -> Tensor:
     return ew.to_dtype(self, dtype=name.name)  # type: ignore[no-any-return]
 
 
-def _norm(self: Tensor, p: float = 2, dim: Any = None, keepdim: bool = False) -> Tensor:
-    return rd.norm(self, p=p, dim=dim, keepdim=keepdim)  # type: ignore[no-any-return]
-
-
 def _setitem(self: Tensor, key: Any, value: Any) -> None:
     apply_inplace(ew.put, self, (_operand(value),), {"key": _key(key)})
 
@@ -338,33 +470,25 @@ _METHODS: dict[str, Any] = {
     "__truediv__": div, "__rtruediv__": lambda s, o: div(o, s), "__pow__": pow,
     "__rpow__": lambda s, o: pow(o, s), "__matmul__": matmul, "__neg__": _unary(ew.neg),
     "__floordiv__": lambda s, o: ew.floor_divide(s, _operand(o)),
-    "__eq__": lambda s, o: _compare(ew.eq, s, o), "__ne__": lambda s, o: _compare(ew.ne, s, o),
-    "__lt__": lambda s, o: _compare(ew.lt, s, o), "__le__": lambda s, o: _compare(ew.le, s, o),
-    "__gt__": lambda s, o: _compare(ew.gt, s, o), "__ge__": lambda s, o: _compare(ew.ge, s, o),
-    "__and__": lambda s, o: ew.logical_and(s, _operand(o)),
-    "__or__": lambda s, o: ew.logical_or(s, _operand(o)),
+    "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
+    "__and__": logical_and, "__or__": logical_or,
     "__invert__": _unary(ew.logical_not),
     "__iadd__": add_, "__isub__": sub_, "__imul__": mul_, "__itruediv__": div_,
     "__getitem__": getitem, "__setitem__": _setitem,
-    "add": add, "sub": sub, "mul": mul, "div": div, "pow": pow, "matmul": matmul, "dot": la.dot,
-    "mm": la.mm, "mv": la.mv, "bmm": la.bmm, "outer": outer,
+    "add": add, "sub": sub, "mul": mul, "div": div, "pow": pow, "matmul": matmul, "dot": dot,
+    "mm": mm, "mv": mv, "bmm": bmm, "outer": outer,
     "exp": _unary(ew.exp), "log": _unary(ew.log), "sqrt": _unary(ew.sqrt), "abs": _unary(ew.abs),
     "sin": _unary(ew.sin), "cos": _unary(ew.cos), "tan": _unary(ew.tan),
     "tanh": _unary(ew.tanh), "sigmoid": _unary(ew.sigmoid), "relu": _unary(ew.relu),
     "neg": _unary(ew.neg), "sign": _unary(ew.sign), "round": _unary(ew.round),
     "floor": _unary(ew.floor), "ceil": _unary(ew.ceil), "reciprocal": _unary(ew.reciprocal),
-    "clone": _unary(ew.clone), "maximum": ew.maximum, "minimum": ew.minimum,
-    "clamp": lambda s, min=None, max=None: ew.clamp(s, min=min, max=max),
-    "eq": ew.eq, "ne": ew.ne, "lt": ew.lt, "le": ew.le, "gt": ew.gt, "ge": ew.ge,
-    "logical_and": ew.logical_and, "logical_or": ew.logical_or,
+    "clone": _unary(ew.clone), "maximum": maximum, "minimum": minimum, "clamp": clamp,
+    "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge,
+    "logical_and": logical_and, "logical_or": logical_or, "logical_xor": logical_xor,
     "logical_not": _unary(ew.logical_not),
-    "sum": _dims_method(rd.sum), "mean": _dims_method(rd.mean), "max": max, "min": min,
-    "prod": _dims_method(rd.prod), "norm": _norm,
-    "argmax": lambda s, dim=None, keepdim=False: rd.argmax(s, dim=dim, keepdim=keepdim),
-    "argmin": lambda s, dim=None, keepdim=False: rd.argmin(s, dim=dim, keepdim=keepdim),
-    "logsumexp": lambda s, dim, keepdim=False: rd.logsumexp(s, dim=dim, keepdim=keepdim),
-    "softmax": lambda s, dim: rd.softmax(s, dim=dim),
-    "log_softmax": lambda s, dim: rd.log_softmax(s, dim=dim),
+    "sum": sum, "mean": mean, "max": max, "min": min, "prod": prod, "norm": norm,
+    "argmax": argmax, "argmin": argmin, "logsumexp": logsumexp, "softmax": softmax,
+    "log_softmax": log_softmax,
     "reshape": _reshape, "view": _view, "expand": _expand, "permute": _permute,
     "flatten": flatten, "squeeze": lambda s, dim=None: sh.squeeze(s, dim=dim),
     "unsqueeze": lambda s, dim: sh.unsqueeze(s, dim=dim),

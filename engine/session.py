@@ -8,12 +8,13 @@ buffers, names, the RNG state) and the error carries the failing command's index
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy
@@ -21,6 +22,7 @@ import numpy
 from engine import autograd, creation, journal
 from engine.backend import on_device, parse_device, to_numpy
 from engine.commands import (
+    COMMAND_TYPES,
     Backward,
     Command,
     Create,
@@ -35,6 +37,7 @@ from engine.commands import (
     ZeroGrad,
     parse_ref,
 )
+from engine.dtypes import DTYPES
 from engine.errors import (
     EngineError,
     FailedPrecondition,
@@ -50,6 +53,7 @@ from engine.tensor import Tensor
 # What ops and factories raise for arguments of the wrong type, value or count; reported as
 # InvalidArgument. Anything else from a command is a bug and propagates as it is.
 BAD_ARGUMENTS = (TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
+SUPPORTED_DTYPES = frozenset(DTYPES.values())
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,10 @@ class Session:
         self.closed = False
 
     def check_token(self, token: str) -> bool:
-        return hmac.compare_digest(self._token.encode(), token.encode())
+        """Constant-time comparison; anything but the right string is False."""
+        if not isinstance(token, str):
+            return False
+        return hmac.compare_digest(self._token.encode(), token.encode("utf-8", "surrogatepass"))
 
     # ----- names -----
 
@@ -140,6 +147,10 @@ class Session:
         old = self.tensors.get(name)
         journal.record(lambda: self._restore_name(name, old))
         self.tensors[name] = t
+
+    def _unbind(self, name: str) -> None:
+        old = self.tensors.pop(name)
+        journal.record(lambda: self._restore_name(name, old))
 
     def _restore_name(self, name: str, old: Tensor | None) -> None:
         if old is None:
@@ -211,6 +222,8 @@ class Session:
             except BaseException:
                 self.generator.set_state(rng_state)
                 raise
+            finally:
+                self.last_used = time.monotonic()  # a long batch is use until its end
             return results
 
     def _check_bytes(self) -> None:
@@ -222,6 +235,8 @@ class Session:
             )
 
     def _run(self, command: Command) -> Result:
+        if not isinstance(command, COMMAND_TYPES):
+            raise InvalidArgument(f"not a command: {type(command).__name__} (use parse())")
         handler: Callable[[Any], list[TensorInfo | None]] = getattr(self, f"_do_{command.kind}")
         return Result(command.kind, handler(command))
 
@@ -293,6 +308,10 @@ class Session:
         inputs = [self._input(v) for v in c.inputs]
         if c.op in ("cat", "stack") and len(inputs) == 1 and isinstance(inputs[0], list):
             inputs = inputs[0]
+        if any(isinstance(v, list) and any(isinstance(t, Tensor) for t in v) for v in inputs):
+            raise InvalidArgument(f"op '{c.op}' takes no list of tensors (cat and stack take one)")
+        if not any(isinstance(v, Tensor) for v in inputs):
+            raise InvalidArgument(f"op '{c.op}' needs at least one tensor among its inputs")
         attrs = dict(c.attrs)
         if c.op == "index" and "key" in attrs:
             attrs["key"] = self._key(attrs["key"])
@@ -305,9 +324,13 @@ class Session:
         except BAD_ARGUMENTS as exc:
             raise InvalidArgument(f"bad arguments for op '{c.op}': {exc}") from exc
         outputs = list(out) if isinstance(out, tuple | list) else [out]
-        if not all(isinstance(t, Tensor) for t in outputs):
-            raise InvalidArgument(f"op '{c.op}' needs at least one tensor among its inputs")
-        names = c.names or ([c.name] if c.name else [None] * len(outputs))
+        for t in outputs:
+            if not isinstance(t, Tensor) or t.data.dtype not in SUPPORTED_DTYPES:
+                kind = t.data.dtype if isinstance(t, Tensor) else type(t).__name__
+                raise InvalidArgument(f"op '{c.op}' gives {kind}, which is not a supported tensor")
+        names: list[str | None] = [c.name] * (1 if c.name else len(outputs))
+        if c.names:
+            names = [*c.names]
         if len(names) != len(outputs):
             raise InvalidArgument(
                 f"op '{c.op}' returns {len(outputs)} tensors but {len(names)} names were given"
@@ -375,7 +398,7 @@ class Session:
             create_graph=c.create_graph,
             allow_unused=c.allow_unused,
         )
-        names = c.names or [None] * len(grads)
+        names: list[str | None] = [*c.names] if c.names else [None] * len(grads)
         if len(names) != len(grads):
             raise InvalidArgument(
                 f"grad returns {len(grads)} tensors but {len(names)} names were given"
@@ -412,8 +435,7 @@ class Session:
         for name in c.names:
             if name not in self.tensors:
                 raise NotFound(f"no tensor named '{name}' in this session")
-            old = self.tensors.pop(name)
-            journal.record(lambda name=name, old=old: self._restore_name(name, old))
+            self._unbind(name)
         return []
 
     # ----- accounting -----
@@ -487,31 +509,55 @@ class SessionManager:
         self._sweeper.start()
 
     def create(
-        self, device: str = "cpu", seed: int = 0, ttl: float | None = None
+        self,
+        device: str = "cpu",
+        seed: int = 0,
+        ttl: float | None = None,
+        limits: Limits | None = None,
     ) -> tuple[str, str]:
-        """A new session; returns its id and its secret token."""
+        """A new session; returns its id and its secret token.
+
+        ``limits`` may tighten the manager's limits; values above them are capped.
+        """
+        if device is not None and not isinstance(device, str):
+            raise InvalidArgument(f"device must be a string, got {device!r}")
         dev = parse_device(device)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        if not _is_int(seed) or seed < 0:
             raise InvalidArgument(f"seed must be a non-negative integer, got {seed!r}")
         ttl = self.default_ttl if ttl is None else ttl
-        if ttl <= 0:
-            raise InvalidArgument(f"ttl must be positive, got {ttl}")
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl < math.inf:
+            raise InvalidArgument(f"ttl must be a positive number of seconds, got {ttl!r}")
+        session_limits = self._session_limits(limits)
         session_id = secrets.token_hex(16)
         token = secrets.token_urlsafe(32)
         with self._lock:
             if len(self._sessions) >= self.limits.max_sessions:
                 raise ResourceExhausted(
                     f"{len(self._sessions)} sessions are open, the limit is "
-                    f"{self.limits.max_sessions}"
+                    f"{self.limits.max_sessions} sessions"
                 )
-            self._sessions[session_id] = Session(session_id, token, dev, seed, ttl, self.limits)
+            self._sessions[session_id] = Session(
+                session_id, token, dev, seed, float(ttl), session_limits
+            )
         return session_id, token
+
+    def _session_limits(self, limits: Limits | None) -> Limits:
+        if limits is None:
+            return self.limits
+        capped: dict[str, int] = {}
+        for f in fields(Limits):
+            asked, cap = getattr(limits, f.name), getattr(self.limits, f.name)
+            if not _is_int(asked) or asked < 1:
+                raise InvalidArgument(f"{f.name} must be a positive integer, got {asked!r}")
+            capped[f.name] = min(asked, cap)
+        return Limits(**capped)
 
     def get(self, session_id: str, token: str) -> Session:
         """The session, if the token matches; unknown ids and wrong tokens look the same."""
         with self._lock:
-            session = self._sessions.get(session_id)
-        if session is None or not session.check_token(token):
+            session = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        # An unknown id costs the same comparison as a wrong token.
+        if not (session or _NO_SESSION).check_token(token) or session is None:
             raise Unauthenticated("invalid session id or token")
         return session
 
@@ -523,11 +569,14 @@ class SessionManager:
         self._drop(session)
 
     def _drop(self, session: Session) -> None:
+        with session.lock:  # waits for a batch in flight
+            self._close_locked(session)
+
+    def _close_locked(self, session: Session) -> None:
         with self._lock:
             self._sessions.pop(session.id, None)
-        with session.lock:
-            session.closed = True
-            session.tensors.clear()
+        session.closed = True
+        session.tensors.clear()
 
     def count(self) -> int:
         with self._lock:
@@ -540,17 +589,31 @@ class SessionManager:
     def expire(self, now: float | None = None) -> int:
         """Close every session idle for longer than its TTL; returns how many."""
         now = time.monotonic() if now is None else now
-        expired = [s for s in self.sessions() if now - s.last_used > s.ttl and not s.lock.locked()]
-        for s in expired:
-            self._drop(s)
-        return len(expired)
+        count = 0
+        for s in self.sessions():
+            # A session running a batch is in use; one used since the first look is kept.
+            if now - s.last_used > s.ttl and s.lock.acquire(blocking=False):
+                try:
+                    if now - s.last_used > s.ttl and not s.closed:
+                        self._close_locked(s)
+                        count += 1
+                finally:
+                    s.lock.release()
+        return count
 
     def _sweep_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.expire()
+            try:
+                self.expire()
+            except Exception:  # keep sweeping: a dead sweeper would leak every idle session
+                logging.getLogger(__name__).exception("session expiry failed")
 
     def shutdown(self) -> None:
         self._stop.set()
         self._sweeper.join(timeout=5)
         for s in self.sessions():
             self._drop(s)
+
+
+# Compared against when a session id is unknown, so that case takes as long as a wrong token.
+_NO_SESSION = Session("", secrets.token_urlsafe(32), "cpu", 0, 1.0, Limits())

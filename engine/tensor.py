@@ -8,15 +8,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from engine import journal
+from engine import grad_mode, journal
 from engine.autograd import AccumulateGrad, Node
 from engine.backend import device_of, to_numpy, xp_of
-from engine.dtypes import DTYPES
+from engine.dtypes import DTYPES, legacy_name
 from engine.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from engine.autograd import GraphNode
 
+
+# The C++ type names PyTorch prints when an assigned .grad has the wrong dtype.
+_CPP_NAMES = {
+    "float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int",
+    "int32": "int", "int16": "short int", "int8": "signed char", "uint8": "unsigned char",
+    "bool": "bool",
+}  # fmt: skip
 
 # dtype.name goes through Python code in NumPy; a dict lookup is far cheaper on the hot path.
 DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
@@ -184,11 +191,23 @@ class Tensor:
         if self._retains_grad:
             node.retained = [*(node.retained or []), weakref.ref(self)]
 
-    def accumulate_grad_(self, g: Any, create_graph: bool) -> None:
-        """Add ``g`` into ``.grad`` (in place, as PyTorch does) or set it the first time."""
+    def accumulate_grad_(self, g: Any, create_graph: bool, retained: bool = False) -> None:
+        """Add ``g`` into ``.grad`` or set it the first time, as PyTorch does.
+
+        A leaf's grad accumulates in place; a retained non-leaf grad and a grad with a graph
+        (``create_graph``) are replaced by the sum.
+        """
         old = self.grad
         if isinstance(g, Tensor):  # create_graph: the grad keeps its graph
-            new = g if old is None else old + g  # type: ignore[operator]
+            from engine.ops import elementwise
+
+            with grad_mode.set_grad_enabled(True):
+                if old is not None:
+                    new = old + g  # type: ignore[operator]
+                elif retained:  # PyTorch stores a copy: CloneBackward0 here,
+                    new = elementwise.clone(g)
+                else:  # CopyBackwards on a leaf
+                    new = elementwise.copy(Tensor(g.xp.empty_like(g.data)), g)
             journal.record(lambda: setattr(self, "grad", old))
             self.grad = new
             return
@@ -196,7 +215,7 @@ class Tensor:
         if old is None:
             journal.record(lambda: setattr(self, "grad", None))
             self.grad = Tensor(owned(g))
-        elif old.grad_fn is not None or old.shape != tuple(g.shape):
+        elif retained or old.grad_fn is not None or old.shape != tuple(g.shape):
             journal.record(lambda: setattr(self, "grad", old))
             self.grad = Tensor(owned(old.data + g))
         else:
@@ -204,9 +223,20 @@ class Tensor:
 
     def set_grad(self, grad: Tensor | None) -> None:
         """Assign ``.grad`` (``x.grad = None`` resets it)."""
-        if grad is not None and (grad.shape != self.shape or grad.dtype != self.dtype):
+        if grad is not None and grad.dtype != self.dtype:
             raise InvalidArgument(
-                "assigned grad has data of a different size or type than the tensor"
+                f"attempting to assign a gradient with dtype '{_CPP_NAMES[grad.dtype]}' to a "
+                f"tensor with grad_dtype '{legacy_name(self.data.dtype)}'. The gradient must "
+                "match the tensor's grad_dtype (defaults to the tensor's dtype). You can set the "
+                "tensor's grad_dtype attribute with a specific dtype, or None to allow any "
+                "dtype. Set grad_dtype with caution. Diverging the dtypes of a tensor and its "
+                "gradient may break downstream systems that assume they match."
+            )
+        if grad is not None and grad.shape != self.shape:
+            raise InvalidArgument(
+                f"attempting to assign a gradient of size '[{', '.join(map(str, grad.shape))}]' "
+                f"to a tensor of size '[{', '.join(map(str, self.shape))}]'. Please ensure that "
+                "the gradient and the tensor are the same size"
             )
         old = self.grad
         journal.record(lambda: setattr(self, "grad", old))
@@ -214,6 +244,12 @@ class Tensor:
 
     def write_(self, values: Any) -> None:
         """Overwrite this tensor's memory in place and bump its version (journaled)."""
+        if not self.data.flags.writeable:
+            raise InvalidArgument(
+                "unsupported operation: more than one element of the written-to tensor refers "
+                "to a single memory location. Please clone() the tensor before performing the "
+                "operation."
+            )
         if journal.active():
             saved = self.data.copy()
             version = self._version.value
@@ -224,12 +260,6 @@ class Tensor:
                 counter.value = version
 
             journal.record(undo)
-        if not self.data.flags.writeable:
-            raise InvalidArgument(
-                "unsupported operation: more than one element of the written-to tensor refers "
-                "to a single memory location. Please clone() the tensor before performing the "
-                "operation."
-            )
         self.data[...] = values
         self._version.value += 1
 
@@ -281,10 +311,18 @@ class Tensor:
         return to_numpy(self.data).reshape(()).item()  # type: ignore[no-any-return]
 
     def __float__(self) -> float:
-        return float(self.item())
+        return float(self._scalar())
 
     def __int__(self) -> int:
-        return int(self.item())
+        return int(self._scalar())
+
+    def _scalar(self) -> bool | int | float:
+        if self.data.size != 1:
+            raise InvalidArgument(
+                "only one element tensors can be converted to Python scalars",
+                torch_type="ValueError",
+            )
+        return self.item()
 
     def __bool__(self) -> bool:
         if self.data.size != 1:

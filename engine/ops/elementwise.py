@@ -6,6 +6,7 @@ backward pass sums broadcast dimensions away, so rules here ignore broadcasting.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from engine import dtypes
@@ -50,7 +51,7 @@ def _binary(a: Any, b: Any) -> None:
 # ----- arithmetic -----
 
 
-@primitive("add", public=False, node="AddBackward0")
+@primitive("add", public=False, node="AddBackward0", elementwise=True)
 def add(a: Any, b: Any) -> Any:
     _binary(a, b)
     return a + b
@@ -61,7 +62,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g, g
 
 
-@primitive("sub", public=False, node="SubBackward0")
+@primitive("sub", public=False, node="SubBackward0", elementwise=True)
 def sub(a: Any, b: Any) -> Any:
     _binary(a, b)
     if _kind(a) == "b" and _kind(b) == "b":
@@ -77,7 +78,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g, -g
 
 
-@primitive("rsub", node="RsubBackward1")
+@primitive("rsub", node="RsubBackward1", elementwise=True)
 def rsub(a: Any, b: Any) -> Any:
     """``b - a`` (PyTorch's reflected subtraction, ``1 - a``)."""
     _binary(a, b)
@@ -89,7 +90,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return -g, g
 
 
-@primitive("mul", public=False, node="MulBackward0", saves=INPUTS)
+@primitive("mul", public=False, node="MulBackward0", saves=INPUTS, elementwise=True)
 def mul(a: Any, b: Any) -> Any:
     _binary(a, b)
     return a * b
@@ -100,7 +101,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g * b, g * a
 
 
-@primitive("div", public=False, node="DivBackward0", saves=INPUTS, dtype=FLOAT)
+@primitive("div", public=False, node="DivBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
 def div(a: Any, b: Any) -> Any:
     _binary(a, b)
     return a / b
@@ -111,7 +112,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g / b, -g * a / (b * b)
 
 
-@primitive("floor_divide", node="FloorDivideBackward0", differentiable=False)
+@primitive("floor_divide", node="NotImplemented", elementwise=True)
 def floor_divide(a: Any, b: Any) -> Any:
     _binary(a, b)
     if getattr(a, "dtype", None) is not None and a.dtype.kind in "iub" and not _nonzero(b):
@@ -119,11 +120,17 @@ def floor_divide(a: Any, b: Any) -> Any:
     return a // b
 
 
+@floor_divide.defvjp
+def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
+    # PyTorch records the op (its result requires grad) under a node that refuses backward.
+    raise InvalidArgument("derivative for aten::floor_divide is not implemented")
+
+
 def _nonzero(b: Any) -> bool:
     return bool(_xp(b).all(b != 0)) if hasattr(b, "shape") else b != 0
 
 
-@primitive("neg", node="NegBackward0")
+@primitive("neg", node="NegBackward0", elementwise=True)
 def neg(x: Any) -> Any:
     if x.dtype.kind == "b":
         raise InvalidArgument(
@@ -138,7 +145,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (-g,)
 
 
-@primitive("reciprocal", node="ReciprocalBackward0", saves=OUTPUT, dtype=FLOAT)
+@primitive("reciprocal", node="ReciprocalBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
 def reciprocal(x: Any) -> Any:
     return 1 / x
 
@@ -161,7 +168,7 @@ def _check_int_pow(a: Any, b: Any) -> None:
         raise InvalidArgument("Integers to negative integer powers are not allowed.")
 
 
-@primitive("pow_scalar", node="PowBackward0", saves=INPUTS)
+@primitive("pow_scalar", node="PowBackward0", saves=INPUTS, elementwise=True)
 def pow_scalar(x: Any, exponent: Any) -> Any:
     """``x ** exponent`` with a Python number as the exponent."""
     _check_int_pow(x, exponent)
@@ -175,7 +182,7 @@ def _(g: Any, out: Any, x: Any, exponent: Any) -> tuple[Any, ...]:
     return g * exponent * x ** (exponent - 1), None
 
 
-@primitive("pow", public=False, node="PowBackward1", saves=BOTH)
+@primitive("pow", public=False, node="PowBackward1", saves=BOTH, elementwise=True)
 def pow(a: Any, b: Any) -> Any:
     """``a ** b`` with two tensors."""
     _binary(a, b)
@@ -186,11 +193,12 @@ def pow(a: Any, b: Any) -> Any:
 @pow.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     # d/db a**b = a**b log a, taken as 0 where a == 0 and b >= 0 (as PyTorch does).
+    # d/da is taken as 0 where b == 0, even at a == 0 (PyTorch's pow_backward_self).
     safe = where((a == 0) & (b >= 0), 0, out * log(where(a == 0, 1, a)))
-    return g * b * a ** (b - 1), g * safe
+    return g * where(b == 0, 0, b * a ** (b - 1)), g * safe
 
 
-@primitive("rpow", node="PowBackward2", saves=BOTH)
+@primitive("rpow", node="PowBackward2", saves=BOTH, elementwise=True)
 def rpow(x: Any, base: Any) -> Any:
     """``base ** x`` with a Python number as the base."""
     return base**x
@@ -198,15 +206,15 @@ def rpow(x: Any, base: Any) -> Any:
 
 @rpow.defvjp
 def _(g: Any, out: Any, x: Any, base: Any) -> tuple[Any, ...]:
-    if base == 0:
-        return g * 0, None
-    return g * out * float(_xp(out).log(base)), None
+    if base == 0:  # 0 ** x: 0 where x >= 0, else inf * log(0) (PyTorch's pow_backward_exponent)
+        return g * where(x >= 0, 0, out * -math.inf), None
+    return g * out * (math.log(base) if base > 0 else math.nan), None
 
 
 # ----- unary math -----
 
 
-@primitive("exp", node="ExpBackward0", saves=OUTPUT, dtype=FLOAT)
+@primitive("exp", node="ExpBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
 def exp(x: Any) -> Any:
     return _xp(x).exp(x)
 
@@ -216,7 +224,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * out,)
 
 
-@primitive("log", node="LogBackward0", saves=INPUTS, dtype=FLOAT)
+@primitive("log", node="LogBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
 def log(x: Any) -> Any:
     return _xp(x).log(x)
 
@@ -226,7 +234,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g / x,)
 
 
-@primitive("sqrt", node="SqrtBackward0", saves=OUTPUT, dtype=FLOAT)
+@primitive("sqrt", node="SqrtBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
 def sqrt(x: Any) -> Any:
     return _xp(x).sqrt(x)
 
@@ -236,7 +244,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g / (2 * out),)
 
 
-@primitive("abs", node="AbsBackward0", saves=INPUTS)
+@primitive("abs", node="AbsBackward0", saves=INPUTS, elementwise=True)
 def abs(x: Any) -> Any:
     return _xp(x).abs(x)
 
@@ -246,22 +254,22 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * sign(x),)
 
 
-@primitive("sign", node="SignBackward0")
+@primitive("sign", node="SignBackward0", elementwise=True)
 def sign(x: Any) -> Any:
     return _xp(x).sign(x)
 
 
-@primitive("round", node="RoundBackward0")
+@primitive("round", node="RoundBackward0", elementwise=True)
 def round(x: Any) -> Any:
     return _xp(x).round(x)
 
 
-@primitive("floor", node="FloorBackward0")
+@primitive("floor", node="FloorBackward0", elementwise=True)
 def floor(x: Any) -> Any:
     return _xp(x).floor(x)
 
 
-@primitive("ceil", node="CeilBackward0")
+@primitive("ceil", node="CeilBackward0", elementwise=True)
 def ceil(x: Any) -> Any:
     return _xp(x).ceil(x)
 
@@ -274,7 +282,7 @@ for _step in (sign, round, floor, ceil):
     _step.defvjp(_zero_rule)
 
 
-@primitive("sin", node="SinBackward0", saves=INPUTS, dtype=FLOAT)
+@primitive("sin", node="SinBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
 def sin(x: Any) -> Any:
     return _xp(x).sin(x)
 
@@ -284,7 +292,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * cos(x),)
 
 
-@primitive("cos", node="CosBackward0", saves=INPUTS, dtype=FLOAT)
+@primitive("cos", node="CosBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
 def cos(x: Any) -> Any:
     return _xp(x).cos(x)
 
@@ -294,7 +302,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (-g * sin(x),)
 
 
-@primitive("tan", node="TanBackward0", saves=OUTPUT, dtype=FLOAT)
+@primitive("tan", node="TanBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
 def tan(x: Any) -> Any:
     return _xp(x).tan(x)
 
@@ -304,7 +312,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * (1 + out * out),)
 
 
-@primitive("tanh", node="TanhBackward0", saves=OUTPUT, dtype=FLOAT)
+@primitive("tanh", node="TanhBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
 def tanh(x: Any) -> Any:
     return _xp(x).tanh(x)
 
@@ -314,7 +322,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * (1 - out * out),)
 
 
-@primitive("sigmoid", node="SigmoidBackward0", saves=OUTPUT, dtype=FLOAT)
+@primitive("sigmoid", node="SigmoidBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
 def sigmoid(x: Any) -> Any:
     xp = _xp(x)
     # exp of -|x| never overflows: the two branches of the logistic function.
@@ -327,19 +335,31 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * out * (1 - out),)
 
 
-@primitive("relu", node="ReluBackward0", saves=OUTPUT)
+@primitive("relu", node="ReluBackward0", saves=OUTPUT, elementwise=True)
 def relu(x: Any) -> Any:
     if x.dtype == bool:
-        raise InvalidArgument("\"clamp_min_cpu\" not implemented for 'Bool'")
+        raise InvalidArgument("Boolean inputs not supported for relu")
     return _xp(x).maximum(x, 0).astype(x.dtype, copy=False)
 
 
 @relu.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (g * (out > 0),)
+    return (threshold_backward(g, out),)
 
 
-@primitive("maximum", node="MaximumBackward0", saves=INPUTS)
+@primitive("threshold_backward", node="ThresholdBackwardBackward0", saves=INPUTS, public=False)
+def threshold_backward(g: Any, out: Any) -> Any:
+    """``g`` where ``out > 0``: relu's rule as an op, so that under create_graph the
+    gradient depends on ``out`` (with derivative zero) as PyTorch's does."""
+    return g * (out > 0)
+
+
+@threshold_backward.defvjp
+def _(gg: Any, out: Any, g: Any, relu_out: Any) -> tuple[Any, ...]:
+    return threshold_backward(gg, relu_out), gg * 0
+
+
+@primitive("maximum", node="MaximumBackward0", saves=INPUTS, elementwise=True)
 def maximum(a: Any, b: Any) -> Any:
     _binary(a, b)
     return _xp(a, b).maximum(a, b)
@@ -351,7 +371,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return (a > b) * g + half, (b > a) * g + half
 
 
-@primitive("minimum", node="MinimumBackward0", saves=INPUTS)
+@primitive("minimum", node="MinimumBackward0", saves=INPUTS, elementwise=True)
 def minimum(a: Any, b: Any) -> Any:
     _binary(a, b)
     return _xp(a, b).minimum(a, b)
@@ -363,17 +383,20 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return (a < b) * g + half, (b < a) * g + half
 
 
-@primitive("clamp", node="ClampBackward1", saves=INPUTS)
+@primitive("clamp", node="ClampBackward1", saves=INPUTS, dtype=KEEP, elementwise=True)
 def clamp(x: Any, min: Any = None, max: Any = None) -> Any:
     if min is None and max is None:
         raise InvalidArgument("torch.clamp: At least one of 'min' or 'max' must not be None")
+    # The bounds take part in type promotion: an integer tensor clamped to 0.5 is float32.
+    bounds = [b for b in (min, max) if b is not None]
+    result = dtypes.result_type([(x.dtype, x.ndim), *bounds])
     xp = _xp(x)
     out = x
     if min is not None:
         out = xp.maximum(out, min)
     if max is not None:
         out = xp.minimum(out, max)
-    return out.astype(x.dtype, copy=False)
+    return out.astype(result, copy=False)
 
 
 @clamp.defvjp
@@ -386,10 +409,15 @@ def _(g: Any, out: Any, x: Any, min: Any = None, max: Any = None) -> tuple[Any, 
     return (inside,)
 
 
-@primitive("where", node="WhereBackward0", saves=INPUTS, dtype=KEEP)
+@primitive("where", node="WhereBackward0", saves=INPUTS, dtype=KEEP, elementwise=True)
 def where(condition: Any, a: Any, b: Any) -> Any:
+    if _kind(condition) == "u" and condition.dtype.itemsize == 1:
+        condition = condition.astype(bool)  # PyTorch accepts uint8 masks (with a deprecation)
     if _kind(condition) != "b":
-        raise InvalidArgument("where expected condition to be a boolean tensor")
+        raise InvalidArgument(
+            "where expected condition to be a boolean tensor, but got a tensor with dtype "
+            + dtypes.legacy_name(condition.dtype)
+        )
     broadcast_shape(condition, a)
     broadcast_shape(condition, b)
     broadcast_shape(a, b)
@@ -405,7 +433,7 @@ def _(g: Any, out: Any, condition: Any, a: Any, b: Any) -> tuple[Any, ...]:
 # ----- dtype and copies -----
 
 
-@primitive("to_dtype", node="ToCopyBackward0", dtype=KEEP)
+@primitive("to_dtype", node="ToCopyBackward0", dtype=KEEP, elementwise=True)
 def to_dtype(x: Any, dtype: str) -> Any:
     return x.astype(dtype)
 
@@ -415,7 +443,7 @@ def _(g: Any, out: Any, x: Any, dtype: str) -> tuple[Any, ...]:
     return (g,)  # the backward pass casts to the input's dtype
 
 
-@primitive("clone", node="CloneBackward0", dtype=KEEP)
+@primitive("clone", node="CloneBackward0", dtype=KEEP, elementwise=True)
 def clone(x: Any) -> Any:
     return x.copy()
 
@@ -434,7 +462,9 @@ def _comparison(name: str, fn_name: str) -> Primitive:
         return getattr(_xp(a, b), fn_name)(a, b)
 
     forward.__name__ = name
-    return primitive(name, node=f"{name.capitalize()}Backward0", differentiable=False)(forward)
+    return primitive(
+        name, node=f"{name.capitalize()}Backward0", differentiable=False, elementwise=True
+    )(forward)
 
 
 eq = _comparison("eq", "equal")
@@ -445,25 +475,33 @@ gt = _comparison("gt", "greater")
 ge = _comparison("ge", "greater_equal")
 
 
-@primitive("logical_and", node="LogicalAndBackward0", dtype=KEEP, differentiable=False)
+@primitive(
+    "logical_and", node="LogicalAndBackward0", dtype=KEEP, differentiable=False, elementwise=True
+)
 def logical_and(a: Any, b: Any) -> Any:
     _binary(a, b)
     return _xp(a, b).logical_and(a, b)
 
 
-@primitive("logical_or", node="LogicalOrBackward0", dtype=KEEP, differentiable=False)
+@primitive(
+    "logical_or", node="LogicalOrBackward0", dtype=KEEP, differentiable=False, elementwise=True
+)
 def logical_or(a: Any, b: Any) -> Any:
     _binary(a, b)
     return _xp(a, b).logical_or(a, b)
 
 
-@primitive("logical_xor", node="LogicalXorBackward0", dtype=KEEP, differentiable=False)
+@primitive(
+    "logical_xor", node="LogicalXorBackward0", dtype=KEEP, differentiable=False, elementwise=True
+)
 def logical_xor(a: Any, b: Any) -> Any:
     _binary(a, b)
     return _xp(a, b).logical_xor(a, b)
 
 
-@primitive("logical_not", node="LogicalNotBackward0", dtype=KEEP, differentiable=False)
+@primitive(
+    "logical_not", node="LogicalNotBackward0", dtype=KEEP, differentiable=False, elementwise=True
+)
 def logical_not(x: Any) -> Any:
     return _xp(x).logical_not(x)
 
@@ -494,7 +532,14 @@ def _(g: Any, out: Any, x: Any, src: Any) -> tuple[Any, ...]:
 
 @primitive("put", node="CopySlices", dtype=KEEP, public=False)
 def put(x: Any, value: Any, key: tuple[Any, ...]) -> Any:
+    from engine.ops.shape import expand
+
     out = x.copy()
+    if hasattr(value, "shape"):  # PyTorch expands the value to the indexed part, with its text
+        target = out[key].shape
+        while value.ndim > len(target) and value.shape[0] == 1:
+            value = value[0]
+        value = expand(value, shape=target)
     out[key] = value
     return out
 
@@ -502,7 +547,11 @@ def put(x: Any, value: Any, key: tuple[Any, ...]) -> Any:
 @put.defvjp
 def _(g: Any, out: Any, x: Any, value: Any, key: tuple[Any, ...]) -> tuple[Any, ...]:
     from engine.ops.index import getitem, index_backward
+    from engine.ops.shape import reshape
 
-    return g - index_backward(getitem(g, key=key), shape=tuple(g.shape), key=key), getitem(
-        g, key=key
-    )
+    part = getitem(g, key=key)
+    rest = g - index_backward(part, shape=tuple(g.shape), key=key)
+    extra = len(getattr(value, "shape", ())) - part.ndim
+    if extra > 0:  # the value's leading 1s, which the forward dropped
+        part = reshape(part, shape=(1,) * extra + tuple(part.shape))
+    return rest, part

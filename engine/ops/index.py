@@ -9,7 +9,7 @@ from typing import Any
 from engine.backend import xp_of
 from engine.errors import InvalidArgument
 from engine.ops.reduce import normalize_dim
-from engine.ops.registry import KEEP, primitive
+from engine.ops.registry import INPUTS, KEEP, primitive
 
 # A key is a tuple of ints, slices, None, Ellipsis and integer or bool index arrays.
 Key = tuple[Any, ...]
@@ -40,6 +40,8 @@ def getitem(x: Any, key: Key, node_name: str | None = None) -> Any:
             "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number",
             torch_type="IndexError",
         )
+    if not any(k is Ellipsis or _is_advanced(k) for k in key):
+        key = (*key, Ellipsis)  # NumPy gives a scalar copy for x[0] of a vector, x[0, ...] a view
     try:
         return x[key]
     except IndexError as exc:
@@ -71,11 +73,13 @@ def _(gg: Any, out: Any, g: Any, shape: tuple[int, ...], key: Key) -> tuple[Any,
     return (getitem(gg, key=key),)
 
 
-@primitive("index_select", node="IndexSelectBackward0", dtype=KEEP)
+@primitive("index_select", node="IndexSelectBackward0", saves=INPUTS, dtype=KEEP)
 def index_select(x: Any, index: Any, dim: int) -> Any:
     axis = normalize_dim(dim, x.ndim)
     if index.ndim > 1 or index.dtype.kind not in "iu":
-        raise InvalidArgument("index_select(): Index is supposed to be a vector")
+        raise InvalidArgument(
+            "index_select(): Index is supposed to be a vector", torch_type="IndexError"
+        )
     size = x.shape[axis] if x.ndim else 1
     if index.size and (int(index.max()) >= size or int(index.min()) < -size):
         raise InvalidArgument("index out of range in self", torch_type="IndexError")
@@ -92,7 +96,9 @@ def _(g: Any, out: Any, x: Any, index: Any, dim: int) -> tuple[Any, ...]:
 @primitive("cat", node="CatBackward0")
 def cat(*tensors: Any, dim: int = 0) -> Any:
     if not tensors:
-        raise InvalidArgument("torch.cat(): expected a non-empty list of Tensors")
+        raise InvalidArgument(
+            "torch.cat(): expected a non-empty list of Tensors", torch_type="ValueError"
+        )
     for i, t in enumerate(tensors):
         if t.ndim == 0:
             raise InvalidArgument(

@@ -30,9 +30,13 @@ def normalize_dims(dim: Dim, ndim: int) -> tuple[int, ...] | None:
     if dim is None:
         return None
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    out = tuple(sorted({normalize_dim(d, ndim) for d in dims}))
-    if len(out) != len(dims):
-        raise InvalidArgument("dim appears multiple times in the list of dims")
+    seen: set[int] = set()
+    for d in dims:
+        n = normalize_dim(d, ndim)
+        if n in seen:
+            raise InvalidArgument(f"dim {n} appears multiple times in the list of dims")
+        seen.add(n)
+    out = tuple(sorted(seen))
     if ndim == 0:
         return ()
     return out
@@ -101,11 +105,13 @@ def prod(x: Any, dim: int | None = None, keepdim: bool = False) -> Any:
 
 @prod.defvjp
 def _(g: Any, out: Any, x: Any, dim: int | None = None, keepdim: bool = False) -> tuple[Any, ...]:
+    if _recording(g):
+        return (expand_grad(g, x.shape, dim, keepdim) * _others_recorded(x, dim),)
     # The product of the other elements, exact where x has zeros: exclusive cumulative
-    # products from both sides (done on values, so this rule is first-order only).
+    # products from both sides, O(n) on values.
     xp = xp_of(_data(x))
     xv = _data(x)
-    axis = None if dim is None else normalize_dim(dim, xv.ndim)
+    axis = None if dim is None or xv.ndim == 0 else normalize_dim(dim, xv.ndim)
     flat = xv.reshape(-1) if axis is None else xp.moveaxis(xv, axis, -1)
     ones = xp.ones_like(flat[..., :1])
     left = xp.cumprod(xp.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
@@ -115,6 +121,36 @@ def _(g: Any, out: Any, x: Any, dim: int | None = None, keepdim: bool = False) -
     others = left * right
     others = others.reshape(xv.shape) if axis is None else xp.moveaxis(others, -1, axis)
     return (expand_grad(g, x.shape, dim, keepdim) * _like(others, g),)
+
+
+def _others_recorded(x: Any, dim: int | None) -> Any:
+    """The product of the other elements as a graph of registered ops (create_graph).
+
+    Each element's row of the (n, n) matrix repeats the reduced elements with a 1 in its own
+    place; its product is differentiable again, zeros included. O(n^2), higher order only.
+    """
+    from engine.ops.elementwise import where
+    from engine.ops.shape import expand, reshape, unsqueeze
+
+    if x.ndim == 0:
+        return _like(xp_of(x.data).ones((), dtype=x.data.dtype), x)
+    if dim is None:
+        return reshape(_others_recorded(reshape(x, shape=(-1,)), 0), shape=tuple(x.shape))
+    axis = normalize_dim(dim, x.ndim)
+    n = x.shape[axis]
+    rows = unsqueeze(x, dim=axis)  # row i at `axis`, its elements j at `axis + 1`
+    shape = list(rows.shape)
+    shape[axis] = n
+    eye_shape = [1] * rows.ndim
+    eye_shape[axis] = eye_shape[axis + 1] = n
+    eye = xp_of(x.data).eye(n, dtype=bool).reshape(eye_shape)
+    return prod(where(eye, 1, expand(rows, shape=tuple(shape))), dim=axis + 1)
+
+
+def _recording(g: Any) -> bool:
+    from engine.tensor import Tensor
+
+    return isinstance(g, Tensor)
 
 
 def _data(x: Any) -> Any:
@@ -258,9 +294,15 @@ def _(g: Any, out: Any, x: Any, dim: Dim, keepdim: bool = False) -> tuple[Any, .
     )
 
 
-def _check_softmax_dtype(x: Any) -> None:
+def _check_softmax_dtype(name: str, x: Any, dim: int) -> None:
     if x.dtype.kind != "f":
-        raise InvalidArgument(f"\"softmax_lastdim_kernel_impl\" not implemented for '{_legacy(x)}'")
+        kernel = (
+            "lastdim_kernel_impl" if normalize_dim(dim, x.ndim) == x.ndim - 1 else "kernel_impl"
+        )
+        raise InvalidArgument(
+            f"\"{name}_{kernel}\" not implemented for '{_legacy(x)}'",
+            torch_type="NotImplementedError",
+        )
 
 
 def _legacy(x: Any) -> str:
@@ -271,7 +313,7 @@ def _legacy(x: Any) -> str:
 
 @primitive("softmax", node="SoftmaxBackward0", saves=OUTPUT, dtype=KEEP)
 def softmax(x: Any, dim: int) -> Any:
-    _check_softmax_dtype(x)
+    _check_softmax_dtype("softmax", x, dim)
     axis = normalize_dim(dim, x.ndim)
     if x.ndim == 0:
         return xp_of(x).ones_like(x)
@@ -286,7 +328,7 @@ def _(g: Any, out: Any, x: Any, dim: int) -> tuple[Any, ...]:
 
 @primitive("log_softmax", node="LogSoftmaxBackward0", saves=OUTPUT, dtype=KEEP)
 def log_softmax(x: Any, dim: int) -> Any:
-    _check_softmax_dtype(x)
+    _check_softmax_dtype("log_softmax", x, dim)
     axis = normalize_dim(dim, x.ndim)
     if x.ndim == 0:
         return xp_of(x).zeros_like(x)

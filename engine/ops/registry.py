@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy
 
-from engine import dtypes, grad_mode
+from engine import dtypes, grad_mode, parallel
 from engine.autograd import Node
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
@@ -46,17 +46,6 @@ FLOAT = "float"  # result_type, then integers and bool become float32 (true divi
 KEEP = "keep"  # the forward decides (shape ops, reductions, indexing)
 
 
-class Meta:
-    """Shape and dtype of an input whose values a node does not keep."""
-
-    __slots__ = ("dtype", "ndim", "shape")
-
-    def __init__(self, array: Any) -> None:
-        self.shape = array.shape
-        self.dtype = array.dtype
-        self.ndim = array.ndim
-
-
 class Primitive:
     """An op with a forward on arrays and a VJP; calling it on Tensors records the graph."""
 
@@ -70,14 +59,18 @@ class Primitive:
         dtype: str,
         view: bool,
         differentiable: bool,
+        elementwise: bool = False,
     ) -> None:
         self.name = name
         self.forward = forward
         self.node = node
         self.saves = saves
+        self.saves_inputs = bool(saves & INPUTS)
+        self.saves_output = bool(saves & OUTPUT)
         self.dtype = dtype
         self.view = view
         self.differentiable = differentiable
+        self.elementwise = elementwise
         self.vjp: Callable[..., tuple[Any, ...]] | None = None
 
     def defvjp(self, rule: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
@@ -112,12 +105,15 @@ def primitive(
     dtype: str = PROMOTE,
     view: bool = False,
     differentiable: bool = True,
+    elementwise: bool = False,
     public: bool = True,
 ) -> Callable[[Callable[..., Any]], Primitive]:
     """Register a primitive whose forward is the decorated function.
 
     A primitive that a composite of the same name wraps (``add`` handles a Python scalar on
     the left) is registered with ``public=False``: commands reach it through the composite.
+    ``elementwise=True`` promises that the forward and the VJP map same-shaped arrays element
+    by element, so that large calls may run in chunks on threads (``engine.parallel``).
     """
 
     def wrap(forward: Callable[..., Any]) -> Primitive:
@@ -129,6 +125,7 @@ def primitive(
             dtype=dtype,
             view=view,
             differentiable=differentiable,
+            elementwise=elementwise,
         )
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} is registered twice")
@@ -175,33 +172,55 @@ def _as_array(value: Any, like: Any) -> Any:
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
     """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
-    dtype = _result_dtype(op, args)
+    # This runs once per op call: one pass over the arguments gathers everything below.
     arrays: list[Any] = []
+    first: Any = None  # the first tensor's array
+    mixed = False  # tensors of more than one dtype
+    numbers = False  # Python numbers among the arguments
     needs_grad = False
-    first = None
     for a in args:
         if isinstance(a, Tensor):
             data = a.data
             if first is None:
                 first = data
-            elif isinstance(data, numpy.ndarray) != isinstance(first, numpy.ndarray):
-                raise InvalidArgument(
-                    "Expected all tensors to be on the same device, but found at least two "
-                    f"devices, {device_of(first)} and {device_of(data)}!"
-                )
-            if dtype is not None and data.dtype != dtype:
-                data = data.astype(dtype)
+            else:
+                if type(data) is not type(first) and isinstance(data, numpy.ndarray) != isinstance(
+                    first, numpy.ndarray
+                ):
+                    raise InvalidArgument(
+                        "Expected all tensors to be on the same device, but found at least two "
+                        f"devices, {device_of(first)} and {device_of(data)}!"
+                    )
+                if data.dtype != first.dtype:
+                    mixed = True
             arrays.append(data)
-            needs_grad = needs_grad or a.requires_grad
+            if a.requires_grad:
+                needs_grad = True
         else:
+            if isinstance(a, bool | int | float):
+                numbers = True
             arrays.append(a)
-    out = op.forward(*arrays, **attrs)
-    if first is not None:
-        out = _as_array(out, first)
+    if first is not None and op.dtype != KEEP:
+        # Tensors of one floating dtype (or of one dtype, without Python numbers) keep it:
+        # PyTorch's promotion need not run for the common case.
+        kind = first.dtype.kind
+        if mixed or (kind != "f" and (numbers or op.dtype == FLOAT)):
+            dtype = _result_dtype(op, args)
+            arrays = [
+                x.astype(dtype) if isinstance(a, Tensor) and x.dtype != dtype else x
+                for a, x in zip(args, arrays, strict=True)
+            ]
+    out = None
+    if op.elementwise and first is not None and first.size >= parallel.MIN_SIZE:
+        out = parallel.map_chunks(op.forward, arrays, attrs)
+    if out is None:
+        out = op.forward(*arrays, **attrs)
+    if first is not None and type(out) is not numpy.ndarray:
+        out = _as_array(out, first)  # NumPy gives scalars for 0-d results
     record = needs_grad and op.differentiable and grad_mode.GRAD_MODE.enabled
     if record and out.dtype.kind != "f":
         record = False
-    result = Tensor(out, requires_grad=record)
+    result = Tensor(out, record)
     if op.view and first is not None and out.base is not None:
         source = _first_tensor(args)
         result._version = source._version
@@ -218,22 +237,27 @@ def _first_tensor(args: tuple[Any, ...]) -> Tensor:
     raise AssertionError("no tensor among the arguments")
 
 
+_VIEW_OF_LEAF = (
+    "a view of a leaf Variable that requires grad is being used in an in-place operation."
+)
+
+
 def apply_inplace(
     op: Primitive, target: Tensor, args: tuple[Any, ...], attrs: dict[str, Any]
 ) -> Tensor:
     """Run ``op`` with ``target`` as its first input and write the result into ``target``."""
     recording = grad_mode.GRAD_MODE.enabled
     if recording and target.requires_grad:
-        if target.grad_fn is None and target._base is None:
+        base = target._base
+        if base is None and target.grad_fn is None:
+            # Item assignment writes through a view of its target (PyTorch's CopySlices).
+            if op.node == "CopySlices":
+                raise FailedPrecondition(_VIEW_OF_LEAF)
             raise FailedPrecondition(
                 "a leaf Variable that requires grad is being used in an in-place operation."
             )
-        base = target._base
         if base is not None and base.requires_grad and base.grad_fn is None:
-            raise FailedPrecondition(
-                "a view of a leaf Variable that requires grad is being used in an in-place "
-                "operation."
-            )
+            raise FailedPrecondition(_VIEW_OF_LEAF)
         if base is not None:
             raise InvalidArgument(
                 "in-place operations on a view of a tensor that requires grad are not supported; "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from engine.backend import xp_of
+from engine.dtypes import legacy_name
 from engine.errors import InvalidArgument
 from engine.ops.reduce import normalize_dim
 from engine.ops.registry import KEEP, primitive
@@ -35,47 +37,66 @@ def infer_shape(shape: Any, numel: int) -> tuple[int, ...]:
     return shape
 
 
-@primitive("reshape", node="ViewBackward0", dtype=KEEP, view=True)
-def reshape(x: Any, shape: tuple[int, ...]) -> Any:
-    return x.reshape(infer_shape(shape, x.size))
+def as_view(x: Any, shape: tuple[int, ...]) -> Any | None:
+    """``x`` in ``shape`` without copying, or None where the strides do not allow it."""
+    out = xp_of(x).asarray(x).view()  # NumPy's 0-d reductions give scalars: make them arrays
+    try:
+        out.shape = shape  # raises rather than copy when the memory is not contiguous
+    except AttributeError:
+        return None
+    return out
+
+
+def _reshape_node(shape: Any = None, node_name: str | None = None) -> str:
+    return node_name or "ViewBackward0"
+
+
+@primitive("reshape", node=_reshape_node, dtype=KEEP, view=True, public=False)
+def reshape(x: Any, shape: tuple[int, ...], node_name: str | None = None) -> Any:
+    """A view where the strides allow one, else a new array (PyTorch: UnsafeViewBackward0)."""
+    new = infer_shape(shape, x.size)
+    out = as_view(x, new)
+    if out is None:
+        out = x.copy(order="C")  # owning its memory: not a view of x
+        out.shape = new
+    return out
 
 
 @reshape.defvjp
-def _(g: Any, out: Any, x: Any, shape: tuple[int, ...]) -> tuple[Any, ...]:
+def _(g: Any, out: Any, x: Any, shape: tuple[int, ...], node_name: Any = None) -> tuple[Any, ...]:
     return (reshape(g, shape=tuple(x.shape)),)
 
 
 @primitive("view", node="ViewBackward0", dtype=KEEP, view=True)
 def view(x: Any, shape: tuple[int, ...]) -> Any:
-    new = infer_shape(shape, x.size)
-    out = x.view()
-    try:
-        out.shape = new  # raises rather than copy when the memory is not contiguous
-    except AttributeError as exc:
+    out = as_view(x, infer_shape(shape, x.size))
+    if out is None:
         raise InvalidArgument(
             "view size is not compatible with input tensor's size and stride (at least one "
             "dimension spans across two contiguous subspaces). Use .reshape(...) instead."
-        ) from exc
+        )
     return out
 
 
-view.defvjp(reshape.vjp)  # type: ignore[arg-type]
+@view.defvjp
+def _(g: Any, out: Any, x: Any, shape: tuple[int, ...]) -> tuple[Any, ...]:
+    return (reshape(g, shape=tuple(x.shape)),)
 
 
 @primitive("expand", node="ExpandBackward0", dtype=KEEP, view=True)
 def expand(x: Any, shape: tuple[int, ...]) -> Any:
-    from engine.backend import xp_of
-
     shape = tuple(int(n) for n in shape)
     lead = len(shape) - x.ndim
     if lead < 0:
+        kind = "CPUBoolType" if x.dtype.kind == "b" else f"torch.{legacy_name(x.dtype)}Tensor"
+        sizes, dims = ", ".join(map(str, shape)), ", ".join(map(str, x.shape))
         raise InvalidArgument(
-            f"expand(torch.FloatTensor{{[{', '.join(map(str, x.shape))}]}}, size=[{len(shape)}]): "
-            "the number of sizes provided must be greater or equal to the number of dimensions "
-            "in the tensor"
+            f"expand({kind}{{[{dims}]}}, size=[{sizes}]): the number of sizes provided "
+            f"({len(shape)}) must be greater or equal to the number of dimensions in the tensor "
+            f"({x.ndim})"
         )
     target = tuple(x.shape[i - lead] if n == -1 and i >= lead else n for i, n in enumerate(shape))
-    for i, n in enumerate(x.shape):
+    for i, n in reversed(list(enumerate(x.shape))):  # PyTorch reports the last mismatch
         if n != 1 and n != target[i + lead]:
             raise InvalidArgument(
                 f"The expanded size of the tensor ({target[i + lead]}) must match the existing "
