@@ -170,6 +170,9 @@ def _as_array(value: Any, like: Any) -> Any:
     return xp_of(like).asarray(value)
 
 
+_NUMBERS = (int, float)  # bool is an int; a tuple is tested faster than a union
+
+
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
     """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
     # This runs once per op call: one pass over the arguments gathers everything below.
@@ -197,7 +200,7 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
             if a.requires_grad:
                 needs_grad = True
         else:
-            if isinstance(a, bool | int | float):
+            if isinstance(a, _NUMBERS):
                 numbers = True
             arrays.append(a)
     if first is not None and op.dtype != KEEP:
@@ -214,7 +217,7 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
     if op.elementwise and first is not None and first.size >= parallel.MIN_SIZE:
         out = parallel.map_chunks(op.forward, arrays, attrs)
     if out is None:
-        out = op.forward(*arrays, **attrs)
+        out = op.forward(*arrays, **attrs) if attrs else op.forward(*arrays)
     if first is not None and type(out) is not numpy.ndarray:
         out = _as_array(out, first)  # NumPy gives scalars for 0-d results
     record = needs_grad and op.differentiable and grad_mode.GRAD_MODE.enabled
