@@ -23,6 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def serve_flags() -> dict[str, str]:
+    """The ``serve`` flags by the Settings field they set: ``{"http_port": "--http-port"}``."""
+    parser = build_parser()
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    serve = sub.choices["serve"]
+    return {a.dest: a.option_strings[0] for a in serve._actions if a.dest in Settings.model_fields}
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Flags override ``GRADSERVE_*`` variables, which override defaults."""
     overrides: dict[str, Any] = {
