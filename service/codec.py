@@ -63,14 +63,21 @@ def _number(value: Any) -> Any:
 
 
 def from_bytes(raw: bytes, shape: tuple[int, ...], dtype: numpy.dtype[Any]) -> numpy.ndarray:
-    """An array from little-endian bytes, checked against shape and dtype."""
+    """An array from little-endian bytes, checked against shape and dtype; read-only when
+    the bytes need no conversion."""
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
         raise InvalidArgument(
             f"tensor data has {len(raw)} bytes but shape {list(shape)} of {dtype.name} needs "
             f"{expected}"
         )
-    return numpy.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    # A read-only view where the bytes are already native (no copy of a large upload here):
+    # creating a tensor copies its data anyway.
+    return (
+        numpy.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+        .astype(dtype, copy=False)
+        .reshape(shape)
+    )
 
 
 def to_bytes(array: numpy.ndarray) -> bytes:

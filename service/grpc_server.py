@@ -276,22 +276,32 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     An engine error becomes its row's code, its message the detail, and ``code``,
     ``torch_type`` and ``command_index`` trailing metadata; anything else is INTERNAL with a
     generic detail, its traceback logged. A request that does not parse is INVALID_ARGUMENT.
-    Being an interceptor, no method can forget it.
+    Being an interceptor, no method can forget it. A method's guarded handler is built once.
     """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return None
+        guarded = self._handlers.get(details.method)
+        if guarded is None:
+            handler = await continuation(details)
+            if handler is None:
+                return None  # no such method: nothing kept for a name a client made up
+            guarded = self._handlers[details.method] = self._guard(handler, details.method)
+        return guarded
+
+    @staticmethod
+    def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         for kind, make in _HANDLER_KINDS.items():
             behavior = getattr(handler, kind)
             if behavior is None:
                 continue
-            guarded = _guarded(behavior, handler.request_streaming, details.method)
+            guarded = _guarded(behavior, handler.request_streaming, method)
             if guarded is None:
                 return handler
             return make(

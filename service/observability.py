@@ -9,6 +9,7 @@ of the request being served (``X-Request-ID`` / ``x-request-id`` metadata, or a 
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import time
@@ -20,8 +21,9 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import NoMatchFound
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.backend import pool_bytes
 from service.dataplane import DataPlane
@@ -57,10 +59,18 @@ def configure_logging(level: str) -> None:
 
 
 class _StateCollector(Collector):
-    """Gauges read from the data plane when Prometheus scrapes."""
+    """Gauges read from the data plane when Prometheus scrapes.
+
+    A session's bytes are read under its lock, which a running batch holds for as long as it
+    runs: a session that stays busy past ``LOCK_WAIT`` reports what it held at the last
+    scrape that could read it, so that a long batch never holds up a scrape.
+    """
+
+    LOCK_WAIT = 0.05  # seconds
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
+        self._last_bytes: dict[str, int] = {}
 
     def collect(self) -> Iterable[Metric]:
         sessions = self.dataplane.manager.sessions()
@@ -70,9 +80,17 @@ class _StateCollector(Collector):
             "gradserve_bytes_held", "Bytes of tensors, grads and saved buffers.", labels=["device"]
         )
         by_device: dict[str, int] = {}
+        last: dict[str, int] = {}
         for session in sessions:
-            with session.lock:
-                by_device[session.device] = by_device.get(session.device, 0) + session.bytes_held()
+            if session.lock.acquire(timeout=self.LOCK_WAIT):
+                try:
+                    last[session.id] = session.bytes_held()
+                finally:
+                    session.lock.release()
+            else:
+                last[session.id] = self._last_bytes.get(session.id, 0)
+            by_device[session.device] = by_device.get(session.device, 0) + last[session.id]
+        self._last_bytes = last  # closed sessions drop out
         for device, total in sorted(by_device.items()):
             held.add_metric([device], total)
         pool = GaugeMetricFamily("gradserve_gpu_pool_bytes", "Bytes in use in CuPy's pool.")
@@ -105,34 +123,50 @@ class Metrics:
         self.latency.labels(transport, route, method).observe(seconds)
 
 
-def http_middleware(
-    metrics: Metrics,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    """Starlette middleware: request id, access log line, request metrics."""
+class HttpObservability:
+    """ASGI middleware: request id, access log line and request metrics for every request.
 
-    async def middleware(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    Plain ASGI rather than ``app.middleware("http")``: Starlette's BaseHTTPMiddleware runs
+    each request in a task group with a streamed response of its own, which cost more than
+    the rest of a small request's handling. Routes are labelled by their full path template
+    (``/v1/sessions/{session_id}/batch``), which FastAPI's included routers do not keep on
+    the route itself; each is looked up once with ``url_path_for``.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._templates: dict[int, str] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
         start = time.perf_counter()
-        status = 500
+        status = 500  # unless a response starts: an exception escaped the app
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-ID"] = request_id
-            return response
+            await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.observe("http", path, request.method, str(status), elapsed)
+            route = self._template(scope)
+            method = scope["method"]
+            self.metrics.observe("http", route, method, str(status), elapsed)
             log.info(
                 "http request",
                 extra={
                     "fields": {
-                        "method": request.method,
-                        "route": path,
+                        "method": method,
+                        "route": route,
                         "status": status,
                         "duration_ms": round(elapsed * 1e3, 3),
                     }
@@ -140,27 +174,48 @@ def http_middleware(
             )
             REQUEST_ID.reset(token)
 
-    return middleware
+    def _template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            return "unmatched"
+        template = self._templates.get(id(route))
+        if template is None:
+            params = {name: f"{{{name}}}" for name in getattr(route, "param_convertors", {})}
+            try:
+                template = str(scope["app"].url_path_for(route.name, **params))
+            except (KeyError, NoMatchFound):
+                template = str(getattr(route, "path", "unmatched"))
+            self._templates[id(route)] = template
+        return template
 
 
 class GrpcObservability(grpc.aio.ServerInterceptor):
-    """gRPC interceptor: request id, access log line and metrics for every RPC."""
+    """gRPC interceptor: request id, access log line and metrics for every RPC.
+
+    The wrapped handler of a method is built once and kept: only what a call carries (its
+    request id, its status) is read per call.
+    """
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
         method: str = details.method
-        metadata = dict(details.invocation_metadata or ())
-        request_id = str(metadata.get("x-request-id") or uuid.uuid4().hex)
-        observe = self._observer(method, request_id)
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None:
+                return handler  # no such method: nothing kept for a name a client made up
+            wrapped = self._handlers[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        observe = functools.partial(_Observation, self.metrics, method)
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
@@ -186,37 +241,41 @@ class GrpcObservability(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    def _observer(self, method: str, request_id: str) -> Callable[[Any], Any]:
-        metrics = self.metrics
 
-        class _Observe:
-            def __init__(self, context: grpc.aio.ServicerContext) -> None:
-                self.context = context
+class _Observation:
+    """One RPC: its request id set while it runs; its metrics and log line when it ends."""
 
-            def __enter__(self) -> None:
-                self.token = REQUEST_ID.set(request_id)
-                self.start = time.perf_counter()
+    def __init__(self, metrics: Metrics, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.metrics = metrics
+        self.method = method
+        self.context = context
 
-            def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-                elapsed = time.perf_counter() - self.start
-                code = self.context.code()
-                if code is None:
-                    code = grpc.StatusCode.OK if exc is None else _code_of(exc)
-                name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                metrics.observe("grpc", method, "POST", name, elapsed)
-                log.info(
-                    "grpc request",
-                    extra={
-                        "fields": {
-                            "method": method,
-                            "code": name,
-                            "duration_ms": round(elapsed * 1e3, 3),
-                        }
-                    },
-                )
-                REQUEST_ID.reset(self.token)
+    def __enter__(self) -> None:
+        request_id = None
+        for key, value in self.context.invocation_metadata() or ():
+            if key == "x-request-id":
+                request_id = str(value)
+        self.token = REQUEST_ID.set(request_id or uuid.uuid4().hex)
+        self.start = time.perf_counter()
 
-        return _Observe
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        elapsed = time.perf_counter() - self.start
+        code = self.context.code()
+        if code is None:
+            code = grpc.StatusCode.OK if exc is None else _code_of(exc)
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        self.metrics.observe("grpc", self.method, "POST", name, elapsed)
+        log.info(
+            "grpc request",
+            extra={
+                "fields": {
+                    "method": self.method,
+                    "code": name,
+                    "duration_ms": round(elapsed * 1e3, 3),
+                }
+            },
+        )
+        REQUEST_ID.reset(self.token)
 
 
 def _code_of(exc: BaseException) -> grpc.StatusCode:

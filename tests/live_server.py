@@ -39,23 +39,22 @@ class LiveServer:
         return f"127.0.0.1:{self.grpc_port}"
 
     @classmethod
-    def start(cls, env: dict[str, str] | None = None, *args: str) -> LiveServer:
-        """Start a server and wait until it listens on both ports."""
+    def start(
+        cls,
+        env: dict[str, str] | None = None,
+        *args: str,
+        command: list[str] | None = None,
+        timeout: float = START_TIMEOUT,
+    ) -> LiveServer:
+        """Start a server and wait until it listens on both ports.
+
+        ``command`` replaces ``python -m service serve`` (README's run command, say); the
+        loopback host and free ports are appended to it either way.
+        """
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        argv = command or [sys.executable, "-m", "service", "serve"]
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--grpc-port",
-                "0",
-                *args,
-            ],
+            [*argv, "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -69,7 +68,7 @@ class LiveServer:
             target=_read_logs, args=(process.stderr, logs, ports, found), daemon=True
         )
         reader.start()
-        if not found.wait(START_TIMEOUT):
+        if not found.wait(timeout):
             process.kill()
             raise RuntimeError("gradserve did not start:\n" + "\n".join(logs))
         return cls(process, ports["http"], ports["grpc"], logs)

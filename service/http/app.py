@@ -11,8 +11,8 @@ from service.config import Settings
 from service.dataplane import DataPlane
 from service.http.limits import BodyLimit, BodyTooLarge, body_too_large
 from service.http.problems import HANDLERS
-from service.http.routes import api_router, health
-from service.observability import Metrics, http_middleware
+from service.http.routes import ROUTERS, health
+from service.observability import HttpObservability, Metrics
 
 
 def _version() -> str:
@@ -48,7 +48,8 @@ def create_app(dataplane: DataPlane, settings: Settings, metrics: Metrics | None
     app.state.metrics = metrics or Metrics(dataplane)
     app.state.ready = False
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
-    app.middleware("http")(http_middleware(app.state.metrics))
-    app.include_router(api_router, prefix="/v1")
+    app.add_middleware(HttpObservability, metrics=app.state.metrics)
+    for router in ROUTERS:
+        app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
@@ -27,11 +28,14 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_dataplane(request: Request) -> DataPlane:
+# Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a hop each.
+async def get_dataplane(request: Request) -> DataPlane:
     return cast(DataPlane, request.app.state.dataplane)
 
 
-def get_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+async def get_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str:
     # Same words as a wrong token or an unknown session: a 401 says nothing of what exists.
     if credentials is None:
         raise Unauthenticated("invalid session id or token")
@@ -46,36 +50,44 @@ ApiKeyDep = Annotated[str | None, Depends(api_key_header)]
 @dataclass(frozen=True)
 class SessionHandle:
     """The data plane bound to one session and its token. Engine work, and the encoding of
-    what it returns, run on the data plane's threads, never on the event loop."""
+    what it returns down to the response's bytes, run on the data plane's threads, never on
+    the event loop. The routes return these responses as they are: FastAPI's validation of
+    a returned dict against ``response_model`` (which still documents them) would repeat, on
+    the event loop, what the renderer already guarantees."""
 
     plane: DataPlane
     session_id: str
     token: str
 
-    async def execute(self, commands: list[Any], binary: bool = False) -> list[dict[str, Any]]:
-        """Run a batch; its results rendered as JSON-ready data."""
-        return await self.plane.run(self._execute, commands, binary)
+    async def execute(self, commands: list[Any], binary: bool = False) -> Response:
+        """Run a batch: its ExecuteResponse."""
+        return await self.plane.run(self._respond, commands, binary, True, 200)
 
-    async def one(self, command: dict[str, Any], binary: bool = False) -> dict[str, Any]:
-        """Run one command; its result rendered."""
-        (result,) = await self.execute([command], binary)
-        return result
+    async def one(
+        self, command: dict[str, Any], binary: bool = False, status: int = 200
+    ) -> Response:
+        """Run one command: its CommandResult."""
+        return await self.plane.run(self._respond, [command], binary, False, status)
 
     async def read_npy(self, ref: Any) -> bytes:
         """The value of a tensor (or of a grad, for ``{"grad_of": name}``) as ``.npy`` bytes."""
         return await self.plane.run(self._read_npy, ref)
 
-    async def write_npy(self, name: str, raw: bytes, requires_grad: bool) -> dict[str, Any]:
-        """Bind ``name`` to a new leaf holding the ``.npy`` body's array."""
-        array = await self.plane.run(codec.from_npy, raw)
-        command = {"kind": "create", "name": name, "data": array, "requires_grad": requires_grad}
-        return await self.one(command)
+    async def write_npy(self, name: str, raw: bytes, requires_grad: bool) -> Response:
+        """Bind ``name`` to a new leaf holding the ``.npy`` body's array: its CommandResult."""
+        return await self.plane.run(self._write_npy, name, raw, requires_grad)
 
     def _run(self, commands: list[Any]) -> list[Result]:
         return self.plane.execute(self.session_id, self.token, commands)
 
-    def _execute(self, commands: list[Any], binary: bool) -> list[dict[str, Any]]:
-        return [render(result, binary) for result in self._run(commands)]
+    def _respond(self, commands: list[Any], binary: bool, batch: bool, status: int) -> Response:
+        results = [render(result, binary) for result in self._run(commands)]
+        return JSONResponse({"results": results} if batch else results[0], status)
+
+    def _write_npy(self, name: str, raw: bytes, requires_grad: bool) -> Response:
+        array = codec.from_npy(raw)
+        command = {"kind": "create", "name": name, "data": array, "requires_grad": requires_grad}
+        return self._respond([command], False, False, 200)
 
     def _read_npy(self, ref: Any) -> bytes:
         (result,) = self._run([{"kind": "get", "tensor": ref, "value": True}])
@@ -84,8 +96,8 @@ class SessionHandle:
         return codec.to_npy(info.value)
 
 
-def session_handle(session_id: str, plane: PlaneDep, token: TokenDep) -> SessionHandle:
-    return SessionHandle(plane, session_id, token)
+async def session_handle(request: Request, session_id: str, token: TokenDep) -> SessionHandle:
+    return SessionHandle(request.app.state.dataplane, session_id, token)
 
 
 async def get_npy_body(request: Request) -> bytes:

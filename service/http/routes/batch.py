@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from service.http.deps import SessionDep
 from service.http.models import ExecuteRequest, ExecuteResponse
@@ -13,8 +11,6 @@ router = APIRouter(prefix="/sessions/{session_id}", tags=["batch"])
 
 
 @router.post("/batch", response_model=ExecuteResponse, response_model_exclude_unset=True)
-async def execute(
-    body: ExecuteRequest, session: SessionDep, binary: bool = False
-) -> dict[str, Any]:
+async def execute(body: ExecuteRequest, session: SessionDep, binary: bool = False) -> Response:
     """Runs a batch of commands atomically: all take effect, or none does."""
-    return {"results": await session.execute(body.commands, binary)}
+    return await session.execute(body.commands, binary)

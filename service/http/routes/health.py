@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -27,4 +29,6 @@ async def readyz(request: Request, response: Response) -> dict[str, str]:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this process."""
     registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # Collecting reads every session under its lock: never on the event loop.
+    text = await asyncio.to_thread(generate_latest, registry)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

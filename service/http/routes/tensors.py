@@ -23,9 +23,9 @@ NPY_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("", status_code=201, response_model=CommandResult, response_model_exclude_unset=True)
-async def create_tensor(body: CreateTensor, session: SessionDep) -> dict[str, Any]:
+async def create_tensor(body: CreateTensor, session: SessionDep) -> Response:
     """Creates a tensor from data or a factory (arange, zeros, randn, ...)."""
-    return await session.one(body.command())
+    return await session.one(body.command(), status=201)
 
 
 @router.get("/{name}", response_model=CommandResult, response_model_exclude_unset=True)
@@ -36,7 +36,7 @@ async def get_tensor(
     grad: bool = False,
     repr: bool = False,
     binary: bool = False,
-) -> dict[str, Any]:
+) -> Response:
     """Reads a tensor's metadata, and its value, grad and repr when asked."""
     command = {"kind": "get", "tensor": name, "value": value, "grad": grad, "repr": repr}
     return await session.one(command, binary)
@@ -45,7 +45,7 @@ async def get_tensor(
 @router.get("/{name}/grad", response_model=CommandResult, response_model_exclude_unset=True)
 async def get_grad(
     name: str, session: SessionDep, value: bool = False, repr: bool = False, binary: bool = False
-) -> dict[str, Any]:
+) -> Response:
     """Reads a tensor's ``.grad`` as a tensor of its own."""
     command = {"kind": "get", "tensor": {"grad_of": name}, "value": value, "repr": repr}
     return await session.one(command, binary)
@@ -66,7 +66,7 @@ async def release(name: str, session: SessionDep) -> Response:
 )
 async def upload_npy(
     name: str, body: NpyBodyDep, session: SessionDep, requires_grad: bool = False
-) -> dict[str, Any]:
+) -> Response:
     """Binds a name to a new leaf holding an ``application/x-npy`` body."""
     return await session.write_npy(name, body, requires_grad)
 
