@@ -118,32 +118,39 @@ class Node:
         so an argument that is its own entry is no Tensor. Testing that, rather than
         ``isinstance(a, Tensor)``, keeps an import of engine.tensor off this per-op path.
         """
-        # One pass, no zip(strict=True) and no comprehension: this runs once per recorded op.
+        # This runs once per recorded op: one pass over the arguments, no zip(strict=True), no
+        # comprehension, and as few new containers as will do (the garbage collector scans
+        # each one that a graph keeps).
         n = len(args)
         edges: list[Node | AccumulateGrad | None] = [None] * n
-        metas: list[Any] = [None] * n
-        saves_inputs = op.saves_inputs
-        versions: list[int | None] = [None] * n
-        stand_ins = list(args)  # what the rule gets for inputs the node does not keep
-        for i, a in enumerate(args):
-            array = arrays[i]
-            if array is a:
-                continue
-            if a.requires_grad:
-                edges[i] = a.edge()
-            data = a.data
-            if saves_inputs:
-                versions[i] = a._version.value
-                metas[i] = array if array is data else Meta(data)
-            else:
-                metas[i] = stand_ins[i] = Meta(data)
         name = op.node if isinstance(op.node, str) else op.node(**attrs)
-        node = cls(op, name, attrs, edges, metas)
-        if saves_inputs:
+        if op.saves_inputs:
+            versions: list[int | None] = [None] * n  # to detect in-place writes
+            metas = arrays  # the saved arrays also give _fit each input's shape and dtype,
+            for i, a in enumerate(args):
+                array = arrays[i]
+                if array is a:
+                    continue
+                if a.requires_grad:
+                    edges[i] = a.grad_fn if a.grad_fn is not None else a.edge()
+                versions[i] = a._version.value
+                if array is not a.data:  # except where a cast made a new array
+                    if metas is arrays:
+                        metas = list(arrays)
+                    metas[i] = Meta(a.data)
+            node = cls(op, name, attrs, edges, metas)
             node.inputs = args
             node.arrays = arrays
             node.versions = versions
         else:
+            stand_ins = list(args)  # the rule gets a Meta for each tensor input; so does _fit
+            for i, a in enumerate(args):
+                if arrays[i] is a:
+                    continue
+                if a.requires_grad:
+                    edges[i] = a.grad_fn if a.grad_fn is not None else a.edge()
+                stand_ins[i] = Meta(a.data)
+            node = cls(op, name, attrs, edges, stand_ins)
             node.arrays = stand_ins
         if op.saves_output:
             node.out = result.data
@@ -209,6 +216,7 @@ class Node:
         vjp = self.op.vjp
         if vjp is None:
             raise InvalidArgument(f"the derivative for '{self.op.name}' is not implemented")
+        grads: tuple[Any, ...] | None = None
         if create_graph:
             from engine.tensor import Tensor
 
@@ -221,14 +229,17 @@ class Node:
             grads = vjp(g, out, *inputs, **self.attrs)
         else:
             arrays = self.arrays or ()
-            grads = None
             if self.op.elementwise and g.size >= parallel.MIN_SIZE:
-                grads = parallel.map_chunks(vjp, (g, self.out, *arrays), self.attrs)
+                grads = parallel.run(vjp, (g, self.out, *arrays), self.attrs)
             if grads is None:
-                grads = vjp(g, self.out, *arrays, **self.attrs)
-        if len(grads) != len(self.edges):
+                attrs = self.attrs
+                grads = vjp(g, self.out, *arrays, **attrs) if attrs else vjp(g, self.out, *arrays)
+        # A rule may leave out the trailing inputs that take no gradient: attributes passed
+        # positionally (``unsqueeze(x, 0)``) are inputs without edges.
+        extra = self.edges[len(grads) :]
+        if any(edge is not None for edge in extra):
             raise AssertionError(f"{self.name}: rule returned {len(grads)} grads")
-        return tuple(grads)
+        return (*grads, *(None,) * len(extra)) if extra else tuple(grads)
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
@@ -324,13 +335,26 @@ def _fit(g: Any, meta: Any, create_graph: bool) -> Any:
     return g
 
 
-def _sum(a: Any, b: Any, create_graph: bool) -> Any:
-    """``a + b`` for two gradients of one node; large arrays are added on several threads."""
-    if not create_graph and a.size >= parallel.MIN_SIZE:
-        total = parallel.map_chunks(operator.add, (a, b), {})
-        if total is not None:
-            return total
-    return a + b
+def _sum(a: Any, b: Any, create_graph: bool, sums: dict[int, Any]) -> Any:
+    """``a + b`` for two gradients reaching one node; large arrays are added on several threads.
+
+    ``sums`` holds the sums this pass made, which nothing else can see yet: adding into one
+    of them in place spares a new array for each further gradient (a weight used by many ops).
+    """
+    if create_graph:
+        return a + b
+    owned = sums.get(id(a)) is a
+    total = None
+    if a.size >= parallel.MIN_SIZE:
+        total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
+    if total is None:
+        if owned:
+            a += b
+            total = a
+        else:
+            total = a + b
+    sums[id(total)] = total
+    return total
 
 
 def run_backward(
@@ -353,11 +377,13 @@ def run_backward(
     captured: dict[GraphNode, Any] = {}
     retained: list[tuple[Tensor, Any]] = []
     executed: list[Node] = []
+    sums: dict[int, Any] = {}  # see _sum
     with grad_mode.set_grad_enabled(create_graph):
         for node in order:
             g = grads.pop(node, None)
             if g is None:
                 continue
+            sums.pop(id(g), None)
             if target_set is None:
                 if isinstance(node, AccumulateGrad):
                     captured[node] = g
@@ -374,7 +400,8 @@ def run_backward(
                         retained.append((t, g))
             if needed is not None and not any(c in needed for c in node.edges if c is not None):
                 continue
-            node.check_saved()
+            if node.op.saves:
+                node.check_saved()
             executed.append(node)
             metas = node.metas
             assert metas is not None  # check_saved raised if the node's buffers were freed
@@ -382,15 +409,21 @@ def run_backward(
                 child = node.edges[i]
                 if child is None or gi is None:
                     continue
-                gi = _fit(gi, metas[i], create_graph)
-                grads[child] = _sum(grads[child], gi, create_graph) if child in grads else gi
+                meta = metas[i]
+                if create_graph or gi.shape != meta.shape or gi.dtype != meta.dtype:
+                    gi = _fit(gi, meta, create_graph)
+                if child in grads:
+                    grads[child] = _sum(grads[child], gi, create_graph, sums)
+                else:
+                    grads[child] = gi
     freed = [] if retain_graph else executed
     return captured, retained, freed
 
 
 def free_buffers(nodes: list[Node]) -> None:
     for node in nodes:
-        node.free()
+        if node.op.saves:
+            node.free()
 
 
 def is_scalar_like(shape: Sequence[int]) -> bool:

@@ -25,6 +25,7 @@ import grpc
 import httpx
 import numpy
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -201,23 +202,25 @@ def test_whole_float_attributes_are_the_same_on_both_wires(
     assert open_remote("grpc", http, stub).run(commands) == http_result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open issue (engine): an attribute passed positionally, as the command API allows "
-    "(inputs [x, 0] for unsqueeze, transpose, squeeze, softmax, ...), becomes an edge of the "
-    "node, whose rule returns fewer grads: backward raises AssertionError (500 internal) at "
-    "engine/autograd.py Node.run",
-)
 def test_positional_attributes_differentiate(
     http: httpx.Client, stub: pb_grpc.GradientStub
 ) -> None:
+    """Attributes given as inputs (``unsqueeze`` of [x, 0]) take no gradient and need none."""
     commands: list[dict[str, Any]] = [
         {"kind": "create", "name": "x", "data": [[1.0, 2.0]], "requires_grad": True},
         {"kind": "op", "op": "unsqueeze", "inputs": ["x", 0], "name": "u"},
-        {"kind": "op", "op": "sum", "inputs": ["u"], "name": "s"},
+        {"kind": "op", "op": "softmax", "inputs": ["u", -1], "name": "p"},
+        {"kind": "op", "op": "mul", "inputs": ["p", "u"], "name": "m"},
+        {"kind": "op", "op": "sum", "inputs": ["m"], "name": "s"},
         {"kind": "backward", "tensor": "s"},
+        {"kind": "get", "tensor": {"grad_of": "x"}, "repr": True},
     ]
-    open_remote("http", http, stub).run(commands)
+    x = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    u = x.unsqueeze(0)
+    (torch.softmax(u, -1) * u).sum().backward()
+    for wire in ("http", "grpc"):
+        result = open_remote(wire, http, stub).run(commands)
+        assert result[-1].tensors[0].repr == repr(x.grad)
 
 
 # ----- 3. bad inputs -----
