@@ -3,14 +3,14 @@
 Decoding yields exactly the dicts ``engine.commands.parse`` takes (the HTTP frontend sends
 the same ones as JSON), so both wires share one validation. Proto3 cannot tell an empty
 string or list from an absent one: empty names, ``names`` and ``grad_outputs`` mean "not
-given". ``google.protobuf.Struct`` holds only doubles, so attribute numbers that are whole
-(``dim``, ``index`` keys, sizes) come back as ints; the ops' float attributes (``p`` of norm,
-``min``/``max`` of clamp) take the equal int with the same result.
+given". Attributes are ``Value`` trees that spell the HTTP API's JSON exactly (an ``integer``
+is an int, a ``number`` a float, even when whole); ``attr_value`` writes that JSON as a
+``Value``, for clients and tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -30,7 +30,6 @@ DTYPE_NAMES: dict[pb.DType, str] = {
     if number != pb.DTYPE_UNSPECIFIED
 }
 DTYPE_ENUMS: dict[str, pb.DType] = {name: number for number, name in DTYPE_NAMES.items()}
-_EXACT_INTS = 2.0**53  # beyond this a double is not an exact integer anyway
 
 
 def dtype_name(value: pb.DType, default: str | None) -> str | None:
@@ -62,10 +61,21 @@ def ref(message: pb.TensorRef) -> Any:
     return {"grad_of": message.name} if message.grad else message.name
 
 
+# What an op input or factory argument may be; the other kinds are for attributes only.
+_INPUT_KINDS = ("tensor", "number", "integer", "boolean", "list")
+_ALL_KINDS = ", ".join(field.name for field in pb.Value.DESCRIPTOR.oneofs_by_name["kind"].fields)
+
+
 def value(message: pb.Value) -> Any:
+    """An op input or factory argument: a tensor reference, a scalar, or a list of them."""
     kind = message.WhichOneof("kind")
     if kind is None:
-        raise InvalidArgument("a Value must set one of tensor, number, integer, boolean, list")
+        raise InvalidArgument(f"a Value must set one of {', '.join(_INPUT_KINDS)}")
+    if kind not in _INPUT_KINDS:
+        raise InvalidArgument(
+            f"a Value's {kind} is for attributes only; inputs and factory arguments take "
+            + ", ".join(_INPUT_KINDS)
+        )
     if kind == "tensor":
         return ref(message.tensor)
     if kind == "list":
@@ -73,25 +83,44 @@ def value(message: pb.Value) -> Any:
     return getattr(message, kind)
 
 
-def attrs(message: struct_pb2.Struct) -> dict[str, Any]:
-    """Struct attributes as a dict, whole numbers as ints.
-
-    Not ``json_format.MessageToDict``: that refuses NaN and infinities (``clamp(min=-inf)``).
-    """
-    return {key: _struct_value(item) for key, item in message.fields.items()}
+def attrs(items: Mapping[str, pb.Value]) -> dict[str, Any]:
+    """Attributes as the JSON values the HTTP API takes: ints stay ints and floats floats."""
+    return {key: attribute(item) for key, item in items.items()}
 
 
-def _struct_value(item: struct_pb2.Value) -> Any:
-    kind = item.WhichOneof("kind")
-    if kind == "number_value":
-        number = item.number_value
-        whole = number.is_integer() and abs(number) <= _EXACT_INTS
-        return int(number) if whole else number
-    if kind == "struct_value":
-        return attrs(item.struct_value)
-    if kind == "list_value":
-        return [_struct_value(v) for v in item.list_value.values]
-    return None if kind in (None, "null_value") else getattr(item, kind)
+def attribute(message: pb.Value) -> Any:
+    """One attribute's JSON value; a tensor is its reference (a name, or ``{"grad_of": name}``)."""
+    kind = message.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument(f"an attribute's Value must set one of {_ALL_KINDS}")
+    if kind == "tensor":
+        return ref(message.tensor)
+    if kind == "list":
+        return [attribute(item) for item in message.list.items]
+    if kind == "map":
+        return attrs(message.map.items)
+    if kind == "none":
+        return None
+    return getattr(message, kind)
+
+
+def attr_value(item: Any) -> pb.Value:
+    """The Value of an attribute's JSON value (``attribute`` reads it back equal)."""
+    if item is None:
+        return pb.Value(none=struct_pb2.NULL_VALUE)
+    if isinstance(item, bool):  # before int: a bool is an int to isinstance
+        return pb.Value(boolean=item)
+    if isinstance(item, int):
+        return pb.Value(integer=item)
+    if isinstance(item, float):
+        return pb.Value(number=item)
+    if isinstance(item, str):
+        return pb.Value(text=item)
+    if isinstance(item, list | tuple):
+        return pb.Value(list=pb.ValueList(items=[attr_value(v) for v in item]))
+    if isinstance(item, dict):
+        return pb.Value(map=pb.ValueMap(items={k: attr_value(v) for k, v in item.items()}))
+    raise TypeError(f"no gradient.v1 Value for {type(item).__name__} {item!r}")
 
 
 def _create(m: pb.CreateTensor) -> dict[str, Any]:

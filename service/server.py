@@ -33,6 +33,19 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
+def http_protocol() -> str:
+    """uvicorn's HTTP/1.1 parser: httptools (C, a dependency), else h11 (pure Python).
+
+    Named rather than left to uvicorn's "auto", which falls back to h11 silently: h11 alone
+    takes ~5x the time of a raw socket to read a 64 MiB body (bench/RESULTS.md, service).
+    """
+    try:
+        import httptools  # noqa: F401
+    except ImportError:  # a platform without a httptools wheel: slower, still correct
+        return "h11"
+    return "httptools"
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
@@ -56,9 +69,11 @@ async def serve(settings: Settings) -> None:
     grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     sock = _bind(settings.host, settings.http_port)
     http_port = sock.getsockname()[1]
+    parser = http_protocol()
     http = _HttpServer(
         uvicorn.Config(
             app,
+            http=parser,
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=GRACE_SECONDS,
@@ -79,6 +94,7 @@ async def serve(settings: Settings) -> None:
             "fields": {
                 "http": f"{settings.host}:{http_port}",
                 "grpc": f"{settings.host}:{grpc_port}",
+                "http_parser": parser,
             }
         },
     )

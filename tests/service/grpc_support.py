@@ -14,7 +14,7 @@ from service.config import Settings
 from service.dataplane import DataPlane
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
-from service.grpc_messages import DTYPE_ENUMS
+from service.grpc_messages import DTYPE_ENUMS, attr_value
 from service.grpc_server import create_grpc_server
 
 API_KEY = "test-api-key"
@@ -118,10 +118,15 @@ def array(message: pb.TensorData) -> numpy.ndarray:
 def op(
     op_name: str, *inputs: Any, name: str = "", names: tuple[str, ...] = (), **attrs: Any
 ) -> pb.Command:
-    command = pb.ApplyOp(op=op_name, inputs=[val(v) for v in inputs], name=name, names=names)
-    if attrs:
-        command.attrs.update(attrs)
-    return pb.Command(op=command)
+    return pb.Command(
+        op=pb.ApplyOp(
+            op=op_name,
+            inputs=[val(v) for v in inputs],
+            attrs={k: v if isinstance(v, pb.Value) else attr_value(v) for k, v in attrs.items()},
+            name=name,
+            names=names,
+        )
+    )
 
 
 def get(tensor: str | pb.TensorRef, **flags: bool) -> pb.Command:

@@ -24,6 +24,7 @@ from service.dataplane import DataPlane, render
 from service.errors import TABLE
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
+from service.grpc_messages import attr_value
 
 # ----- normalized results -----
 
@@ -254,7 +255,8 @@ def to_proto(command: dict[str, Any]) -> pb.Command:
             names=c.get("names") or [],
             no_grad=c.get("no_grad", False),
         )
-        op.attrs.update(c.get("attrs", {}))
+        for key, item in c.get("attrs", {}).items():
+            op.attrs[key].CopyFrom(attr_value(item))
         return pb.Command(op=op)
     if kind == "backward":
         backward = pb.Backward(

@@ -217,6 +217,15 @@ SCENARIOS = [
         read("g1", "g2", "g3", "g4", "g5", "g6", "x", "v"),
     ),
     scenario(
+        "attribute-types",  # an int attribute is an int, a whole float a float, on every wire
+        op("c1", "clamp", "i", min=1.0),
+        op("c2", "clamp", "i", min=1),
+        op("c3", "clamp", "i", max=1.5),
+        op("d", "to_dtype", "x", dtype="float64"),
+        op("n", "norm", "x", p=1.0, dim=[0, 1], keepdim=True),
+        read("c1", "c2", "c3", "d", "n"),
+    ),
+    scenario(
         "in-place",
         op("c", "clone", "x"),
         op(None, "add_", "c", 1),

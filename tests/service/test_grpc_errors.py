@@ -93,6 +93,20 @@ COMMAND_ERRORS = [
         "a Value must set one of",
         None,
     ),
+    (
+        "value-text-input",
+        op("add", "x", pb.Value(text="x")),
+        "invalid_argument",
+        "a Value's text is for attributes only",
+        None,
+    ),
+    (
+        "attr-unset",
+        op("sum", "x", dim=pb.Value()),
+        "invalid_argument",
+        "an attribute's Value must set one of",
+        None,
+    ),
     ("command-unset", pb.Command(), "invalid_argument", "a Command must set one of", None),
     (
         "data-bytes",

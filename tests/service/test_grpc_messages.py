@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy
 import pytest
-from google.protobuf import struct_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.commands import KINDS, parse
 from engine.dtypes import DTYPES
@@ -50,37 +51,70 @@ def test_values() -> None:
         messages.value(pb.Value())
 
 
-def _struct(items: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(items)
-    return struct
+def test_attribute_only_kinds_are_refused_as_inputs() -> None:
+    for kind in (pb.Value(text="x"), pb.Value(none=0), pb.Value(map=pb.ValueMap())):
+        with pytest.raises(InvalidArgument, match="is for attributes only"):
+            messages.value(kind)
+    with pytest.raises(InvalidArgument, match="is for attributes only"):
+        messages.value(val([1, pb.Value(text="...")]))
 
 
-def test_whole_struct_numbers_become_ints() -> None:
+def test_attrs_keep_ints_and_floats_apart() -> None:
+    """Each kind reads back as the HTTP API's JSON value: a whole float stays a float."""
+    key = messages.attr_value([{"slice": [None, 4, 2]}, "...", None, 1, [0, 1]])
+    key.list.items.add(map=pb.ValueMap(items={"tensor": val(ref("i", grad=True))}))
     attrs = messages.attrs(
-        _struct(
-            {
-                "dim": 1,
-                "dims": [0, -1],
-                "key": [{"slice": [None, 4, 2]}, "...", 1],
-                "p": 1.5,
-                "keepdim": True,
-                "huge": 1e300,
-            }
-        )
+        {
+            "dim": val(1),
+            "min": val(1.0),
+            "dims": val([0, -1]),
+            "keepdim": val(True),
+            "dtype": pb.Value(text="float64"),
+            "key": key,
+            "nan": val(math.nan),
+            "inf": val(-math.inf),
+        }
     )
+    assert math.isnan(attrs.pop("nan"))
     assert attrs == {
         "dim": 1,
+        "min": 1.0,
         "dims": [0, -1],
-        "key": [{"slice": [None, 4, 2]}, "...", 1],
-        "p": 1.5,
         "keepdim": True,
-        "huge": 1e300,
+        "dtype": "float64",
+        "key": [{"slice": [None, 4, 2]}, "...", None, 1, [0, 1], {"tensor": {"grad_of": "i"}}],
+        "inf": -math.inf,
     }
-    assert type(attrs["dim"]) is int and type(attrs["keepdim"]) is bool
-    assert type(attrs["huge"]) is float  # not exactly an integer as a double
-    nonfinite = messages.attrs(_struct({"nan": math.nan, "inf": -math.inf}))
-    assert math.isnan(nonfinite["nan"]) and nonfinite["inf"] == -math.inf
+    assert [type(attrs[k]) for k in ("dim", "min", "keepdim")] == [int, float, bool]
+    with pytest.raises(InvalidArgument, match="an attribute's Value must set one of"):
+        messages.attrs({"dim": pb.Value()})
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON)
+def test_attr_values_round_trip_exactly(item: Any) -> None:
+    """attr_value and attribute are inverses, on the wire too, with every type kept."""
+    wire = pb.Value.FromString(messages.attr_value(item).SerializeToString())
+    back = messages.attribute(wire)
+    assert back == item and _types(back) == _types(item)
+
+
+def _types(item: Any) -> Any:
+    if isinstance(item, list):
+        return [_types(v) for v in item]
+    if isinstance(item, dict):
+        return {k: _types(v) for k, v in item.items()}
+    return type(item)
 
 
 def test_tensor_data() -> None:
@@ -102,9 +136,7 @@ FULL_COMMANDS = [
     ),
     pb.Command(create=pb.CreateTensor(name="z", factory="zeros", args=[val([2, 3])])),
     pb.Command(
-        op=pb.ApplyOp(
-            op="sum", inputs=[val("t")], attrs=_struct({"dim": 0}), name="s", no_grad=True
-        )
+        op=pb.ApplyOp(op="sum", inputs=[val("t")], attrs={"dim": val(0)}, name="s", no_grad=True)
     ),
     pb.Command(op=pb.ApplyOp(op="split", inputs=[val("t"), val(1)], names=["a", "b"])),
     pb.Command(

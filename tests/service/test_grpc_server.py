@@ -233,7 +233,7 @@ def test_every_command_rpc(client: Client) -> None:
     assert applied.kind == "op" and y.name == "%1" and y.grad_fn == "MulBackward0"
 
     softmax = pb.ApplyOp(op="softmax", inputs=[val("x")], name="p")
-    softmax.attrs.update({"dim": 1})  # a double on the wire; the op wants an int
+    softmax.attrs["dim"].integer = 1
     stub.ApplyOp(pb.ApplyOpRequest(session_id=sid, command=softmax), metadata=md)
     numpy.testing.assert_allclose(client.value("p").sum(axis=1), [1.0, 1.0], rtol=1e-6)
 
@@ -331,7 +331,7 @@ def test_execute_returns_one_result_per_command(client: Client) -> None:
     numpy.testing.assert_array_equal(array(m.value), numpy.full((4, 3), 1.5))
 
 
-def test_struct_attrs_reach_the_op_as_python_values(client: Client) -> None:
+def test_attrs_reach_the_op_as_python_values(client: Client) -> None:
     client.run(create("t", "arange", 24.0), op("reshape", "t", [2, 3, 4], name="t3"))
     results = client.run(
         op("sum", "t3", name="s", dim=[0, 2], keepdim=True),

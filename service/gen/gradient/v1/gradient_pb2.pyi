@@ -50,24 +50,43 @@ class TensorRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., grad: _Optional[bool] = ...) -> None: ...
 
 class Value(_message.Message):
-    __slots__ = ("tensor", "number", "integer", "boolean", "list")
+    __slots__ = ("tensor", "number", "integer", "boolean", "list", "text", "none", "map")
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     INTEGER_FIELD_NUMBER: _ClassVar[int]
     BOOLEAN_FIELD_NUMBER: _ClassVar[int]
     LIST_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    NONE_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
     tensor: TensorRef
     number: float
     integer: int
     boolean: bool
     list: ValueList
-    def __init__(self, tensor: _Optional[_Union[TensorRef, _Mapping]] = ..., number: _Optional[float] = ..., integer: _Optional[int] = ..., boolean: _Optional[bool] = ..., list: _Optional[_Union[ValueList, _Mapping]] = ...) -> None: ...
+    text: str
+    none: _struct_pb2.NullValue
+    map: ValueMap
+    def __init__(self, tensor: _Optional[_Union[TensorRef, _Mapping]] = ..., number: _Optional[float] = ..., integer: _Optional[int] = ..., boolean: _Optional[bool] = ..., list: _Optional[_Union[ValueList, _Mapping]] = ..., text: _Optional[str] = ..., none: _Optional[_Union[_struct_pb2.NullValue, str]] = ..., map: _Optional[_Union[ValueMap, _Mapping]] = ...) -> None: ...
 
 class ValueList(_message.Message):
     __slots__ = ("items",)
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Value]
     def __init__(self, items: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class ValueMap(_message.Message):
+    __slots__ = ("items",)
+    class ItemsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.MessageMap[str, Value]
+    def __init__(self, items: _Optional[_Mapping[str, Value]] = ...) -> None: ...
 
 class CreateTensor(_message.Message):
     __slots__ = ("name", "factory", "args", "data", "dtype", "requires_grad")
@@ -87,6 +106,13 @@ class CreateTensor(_message.Message):
 
 class ApplyOp(_message.Message):
     __slots__ = ("op", "inputs", "attrs", "name", "names", "no_grad")
+    class AttrsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
     OP_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     ATTRS_FIELD_NUMBER: _ClassVar[int]
@@ -95,11 +121,11 @@ class ApplyOp(_message.Message):
     NO_GRAD_FIELD_NUMBER: _ClassVar[int]
     op: str
     inputs: _containers.RepeatedCompositeFieldContainer[Value]
-    attrs: _struct_pb2.Struct
+    attrs: _containers.MessageMap[str, Value]
     name: str
     names: _containers.RepeatedScalarFieldContainer[str]
     no_grad: bool
-    def __init__(self, op: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., attrs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., no_grad: _Optional[bool] = ...) -> None: ...
+    def __init__(self, op: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., attrs: _Optional[_Mapping[str, Value]] = ..., name: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., no_grad: _Optional[bool] = ...) -> None: ...
 
 class Backward(_message.Message):
     __slots__ = ("tensor", "gradient", "retain_graph", "create_graph", "inputs")
