@@ -45,6 +45,7 @@ RUN python3.11 -m venv /opt/build \
 COPY pyproject.toml README.md ./
 COPY engine/ engine/
 COPY service/ service/
+COPY client/ client/
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
     && /opt/venv/bin/pip install --no-deps /wheels/gradserve-*.whl
 
