@@ -3,7 +3,8 @@
 JSON form: ``{"shape": [2, 2], "dtype": "float32", "data": [1, 2, 3, 4]}`` with flat
 row-major data (nested lists are accepted on input) and the strings ``"NaN"``,
 ``"Infinity"``, ``"-Infinity"`` for non-finite values; or ``{"shape", "dtype", "b64"}``
-with the little-endian bytes in base64. Protobuf carries the same bytes raw.
+with the little-endian bytes in base64. Protobuf carries the same bytes raw: their layout is
+``service.wire.to_bytes``, which the client shares.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy
 
 from engine.dtypes import DTYPES
 from engine.errors import InvalidArgument
+from service.wire import to_bytes
 
 _NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -78,11 +80,6 @@ def from_bytes(raw: bytes, shape: tuple[int, ...], dtype: numpy.dtype[Any]) -> n
         .astype(dtype, copy=False)
         .reshape(shape)
     )
-
-
-def to_bytes(array: numpy.ndarray) -> bytes:
-    """Little-endian bytes of an array, row-major."""
-    return numpy.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def decode(obj: Any) -> numpy.ndarray:

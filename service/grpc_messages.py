@@ -4,16 +4,14 @@ Decoding yields exactly the dicts ``engine.commands.parse`` takes (the HTTP fron
 the same ones as JSON), so both wires share one validation. Proto3 cannot tell an empty
 string or list from an absent one: empty names, ``names`` and ``grad_outputs`` mean "not
 given". Attributes are ``Value`` trees that spell the HTTP API's JSON exactly (an ``integer``
-is an int, a ``number`` a float, even when whole); ``attr_value`` writes that JSON as a
-``Value``, for clients and tests.
+is an int, a ``number`` a float, even when whole). The other direction, plain values to
+messages, is ``service.wire``'s, which the client shares.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-from google.protobuf import struct_pb2
 
 from engine.dtypes import DTYPES
 from engine.errors import EngineError, InvalidArgument
@@ -22,14 +20,7 @@ from service import codec
 from service.dataplane import SessionInfo
 from service.errors import GENERIC_DETAIL, status_of
 from service.gen.gradient.v1 import gradient_pb2 as pb
-
-# DTYPE_FLOAT32 <-> "float32": the enum spells PyTorch's names, so the table is derived.
-DTYPE_NAMES: dict[pb.DType, str] = {
-    number: name.removeprefix("DTYPE_").lower()
-    for name, number in pb.DType.items()
-    if number != pb.DTYPE_UNSPECIFIED
-}
-DTYPE_ENUMS: dict[str, pb.DType] = {name: number for number, name in DTYPE_NAMES.items()}
+from service.wire import DTYPE_ENUMS, DTYPE_NAMES, tensor_message
 
 
 def dtype_name(value: pb.DType, default: str | None) -> str | None:
@@ -102,25 +93,6 @@ def attribute(message: pb.Value) -> Any:
     if kind == "none":
         return None
     return getattr(message, kind)
-
-
-def attr_value(item: Any) -> pb.Value:
-    """The Value of an attribute's JSON value (``attribute`` reads it back equal)."""
-    if item is None:
-        return pb.Value(none=struct_pb2.NULL_VALUE)
-    if isinstance(item, bool):  # before int: a bool is an int to isinstance
-        return pb.Value(boolean=item)
-    if isinstance(item, int):
-        return pb.Value(integer=item)
-    if isinstance(item, float):
-        return pb.Value(number=item)
-    if isinstance(item, str):
-        return pb.Value(text=item)
-    if isinstance(item, list | tuple):
-        return pb.Value(list=pb.ValueList(items=[attr_value(v) for v in item]))
-    if isinstance(item, dict):
-        return pb.Value(map=pb.ValueMap(items={k: attr_value(v) for k, v in item.items()}))
-    raise TypeError(f"no gradient.v1 Value for {type(item).__name__} {item!r}")
 
 
 def _create(m: pb.CreateTensor) -> dict[str, Any]:
@@ -236,12 +208,6 @@ def batch(commands: Sequence[pb.Command]) -> list[dict[str, Any]]:
 
 
 # ----- engine data -> messages -----
-
-
-def tensor_message(array: Any) -> pb.TensorData:
-    return pb.TensorData(
-        shape=array.shape, dtype=DTYPE_ENUMS[array.dtype.name], data=codec.to_bytes(array)
-    )
 
 
 def tensor_info(info: TensorInfo | None) -> pb.TensorInfo:

@@ -7,6 +7,7 @@ interceptor maps every exception through the table in ``service.errors``.
 
 from __future__ import annotations
 
+import abc
 import functools
 import inspect
 import logging
@@ -270,14 +271,9 @@ _HANDLER_KINDS: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
 }
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps what any handler raises to a status, by the one table in ``service.errors``.
-
-    An engine error becomes its row's code, its message the detail, and ``code``,
-    ``torch_type`` and ``command_index`` trailing metadata; anything else is INTERNAL with a
-    generic detail, its traceback logged. A request that does not parse is INVALID_ARGUMENT.
-    Being an interceptor, no method can forget it. A method's guarded handler is built once.
-    """
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that wraps each method's handler in ``wrap`` once, and keeps it: only
+    what a call carries is read per call."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -287,16 +283,30 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        guarded = self._handlers.get(details.method)
-        if guarded is None:
+        method: str = details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
             handler = await continuation(details)
             if handler is None:
                 return None  # no such method: nothing kept for a name a client made up
-            guarded = self._handlers[details.method] = self._guard(handler, details.method)
-        return guarded
+            wrapped = self._handlers[method] = self.wrap(method, handler)
+        return wrapped
 
-    @staticmethod
-    def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    @abc.abstractmethod
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler that runs in place of ``handler``."""
+
+
+class ErrorInterceptor(WrappingInterceptor):
+    """Maps what any handler raises to a status, by the one table in ``service.errors``.
+
+    An engine error becomes its row's code, its message the detail, and ``code``,
+    ``torch_type`` and ``command_index`` trailing metadata; anything else is INTERNAL with a
+    generic detail, its traceback logged. A request that does not parse is INVALID_ARGUMENT.
+    Being an interceptor, no method can forget it.
+    """
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         for kind, make in _HANDLER_KINDS.items():
             behavior = getattr(handler, kind)
             if behavior is None:

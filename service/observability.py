@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpc
@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine.backend import pool_bytes
 from service.dataplane import DataPlane
 from service.errors import status_of
+from service.grpc_server import WrappingInterceptor
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 log = logging.getLogger("gradserve")
@@ -189,32 +190,14 @@ class HttpObservability:
         return template
 
 
-class GrpcObservability(grpc.aio.ServerInterceptor):
-    """gRPC interceptor: request id, access log line and metrics for every RPC.
-
-    The wrapped handler of a method is built once and kept: only what a call carries (its
-    request id, its status) is read per call.
-    """
+class GrpcObservability(WrappingInterceptor):
+    """gRPC interceptor: request id, access log line and metrics for every RPC."""
 
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self.metrics = metrics
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler = await continuation(details)
-            if handler is None:
-                return handler  # no such method: nothing kept for a name a client made up
-            wrapped = self._handlers[method] = self._wrap(method, handler)
-        return wrapped
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         observe = functools.partial(_Observation, self.metrics, method)
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary

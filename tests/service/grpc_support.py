@@ -14,8 +14,8 @@ from service.config import Settings
 from service.dataplane import DataPlane
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
-from service.grpc_messages import DTYPE_ENUMS, attr_value
 from service.grpc_server import create_grpc_server
+from service.wire import attr_value, bearer, tensor_message, value_message
 
 API_KEY = "test-api-key"
 MAX_REQUEST_BYTES = 64 * 1024
@@ -59,12 +59,8 @@ class GrpcHarness:
         return created.id, bearer(created.token)
 
 
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
 def serve() -> Iterator[GrpcHarness]:
-    """The test modules' server (their ``grpc_env`` fixtures yield from it)."""
+    """The test modules' server (``grpc_env`` in conftest.py yields from it)."""
     settings = Settings(
         api_key=API_KEY, max_request_bytes=MAX_REQUEST_BYTES, max_commands_per_batch=64
     )
@@ -83,36 +79,24 @@ def ref(name: str, grad: bool = False) -> pb.TensorRef:
 
 
 def val(item: Any) -> pb.Value:
-    """A Value from a Python scalar, a tensor name, a TensorRef or a list of those."""
+    """A Value from a Python scalar, a tensor name, a Value, a TensorRef or a list of those."""
     if isinstance(item, pb.Value):
         return item
     if isinstance(item, pb.TensorRef):
         return pb.Value(tensor=item)
-    if isinstance(item, str):
-        return pb.Value(tensor=ref(item))
-    if isinstance(item, bool):
-        return pb.Value(boolean=item)
-    if isinstance(item, int):
-        return pb.Value(integer=item)
-    if isinstance(item, float):
-        return pb.Value(number=item)
-    return pb.Value(list=pb.ValueList(items=[val(v) for v in item]))
+    if isinstance(item, list | tuple):
+        return pb.Value(list=pb.ValueList(items=[val(v) for v in item]))
+    return value_message(item)
 
 
 def data(array: Any, dtype: str | None = None) -> pb.TensorData:
-    array = numpy.asarray(array, dtype=dtype or "float32")
-    return pb.TensorData(
-        shape=array.shape,
-        dtype=DTYPE_ENUMS[array.dtype.name],
-        data=array.astype(array.dtype.newbyteorder("<")).tobytes(),
+    return tensor_message(numpy.asarray(array, dtype=dtype or "float32"))
+
+
+def create(name: str, factory: str = "tensor", *args: Any, **fields: Any) -> pb.Command:
+    return pb.Command(
+        create=pb.CreateTensor(name=name, factory=factory, args=[val(a) for a in args], **fields)
     )
-
-
-def array(message: pb.TensorData) -> numpy.ndarray:
-    """The array a TensorData holds."""
-    name = pb.DType.Name(message.dtype).removeprefix("DTYPE_").lower()
-    dtype = numpy.dtype(name).newbyteorder("<")
-    return numpy.frombuffer(message.data, dtype=dtype).reshape(tuple(message.shape))
 
 
 def op(

@@ -24,7 +24,7 @@ from service.dataplane import DataPlane, render
 from service.errors import TABLE
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
-from service.grpc_messages import attr_value
+from service.wire import DTYPE_NAMES, bearer, command_message, tensor_array
 
 # ----- normalized results -----
 
@@ -178,25 +178,6 @@ class HttpRemote:
 
 # ----- gRPC -----
 
-DTYPES = {name: number for name, number in pb.DType.items()}
-
-
-def dtype_enum(name: str | None) -> pb.DType:
-    return pb.DTYPE_UNSPECIFIED if name is None else DTYPES[f"DTYPE_{name.upper()}"]
-
-
-def tensor_data(array: numpy.ndarray) -> pb.TensorData:
-    little = array.astype(array.dtype.newbyteorder("<"))
-    return pb.TensorData(
-        shape=array.shape, dtype=dtype_enum(array.dtype.name), data=little.tobytes()
-    )
-
-
-def pb_array(message: pb.TensorData) -> numpy.ndarray:
-    dtype = numpy.dtype(pb.DType.Name(message.dtype).removeprefix("DTYPE_").lower())
-    raw = numpy.frombuffer(message.data, dtype.newbyteorder("<"))
-    return raw.astype(dtype).reshape(tuple(message.shape))
-
 
 def _inferred(data: Any) -> numpy.ndarray:
     """Nested lists or a number, typed as torch.tensor types them (float32, int64, bool)."""
@@ -208,95 +189,14 @@ def _inferred(data: Any) -> numpy.ndarray:
     return array
 
 
-def ref(item: Any) -> pb.TensorRef:
-    if isinstance(item, dict):
-        return pb.TensorRef(name=item["grad_of"], grad=True)
-    return pb.TensorRef(name=item)
-
-
-def value(item: Any) -> pb.Value:
-    if isinstance(item, bool):
-        return pb.Value(boolean=item)
-    if isinstance(item, int):
-        return pb.Value(integer=item)
-    if isinstance(item, float):
-        return pb.Value(number=item)
-    if isinstance(item, list):
-        return pb.Value(list=pb.ValueList(items=[value(v) for v in item]))
-    return pb.Value(tensor=ref(item))
-
-
-def _refs(items: Any) -> list[pb.TensorRef]:
-    return [ref(r) for r in (items if isinstance(items, list) else [items])]
-
-
 def to_proto(command: dict[str, Any]) -> pb.Command:
-    """The gradient.v1 message of a command dict (the fields both wires can express)."""
-    c = dict(command)
-    kind = c.pop("kind")
-    if kind == "create":
-        message = pb.CreateTensor(
-            name=c.get("name") or "",
-            factory=c.get("factory", "tensor"),
-            args=[value(a) for a in c.get("args", [])],
-            dtype=dtype_enum(c.get("dtype")),
-            requires_grad=c.get("requires_grad", False),
-        )
-        if "data" in c:
-            data = c["data"]
-            array = json_array(data) if isinstance(data, dict) else _inferred(data)
-            message.data.CopyFrom(tensor_data(array))
-        return pb.Command(create=message)
-    if kind == "op":
-        op = pb.ApplyOp(
-            op=c["op"],
-            inputs=[value(v) for v in c.get("inputs", [])],
-            name=c.get("name") or "",
-            names=c.get("names") or [],
-            no_grad=c.get("no_grad", False),
-        )
-        for key, item in c.get("attrs", {}).items():
-            op.attrs[key].CopyFrom(attr_value(item))
-        return pb.Command(op=op)
-    if kind == "backward":
-        backward = pb.Backward(
-            tensor=ref(c["tensor"]),
-            create_graph=c.get("create_graph", False),
-            inputs=_refs(c.get("inputs", [])),
-        )
-        if c.get("gradient") is not None:
-            backward.gradient.CopyFrom(ref(c["gradient"]))
-        if c.get("retain_graph") is not None:
-            backward.retain_graph = c["retain_graph"]
-        return pb.Command(backward=backward)
-    if kind == "grad":
-        grad = pb.Grad(
-            outputs=_refs(c["outputs"]),
-            inputs=_refs(c["inputs"]),
-            grad_outputs=_refs(c.get("grad_outputs", [])),
-            create_graph=c.get("create_graph", False),
-            allow_unused=c.get("allow_unused", False),
-            names=c.get("names") or [],
-        )
-        if c.get("retain_graph") is not None:
-            grad.retain_graph = c["retain_graph"]
-        return pb.Command(grad=grad)
-    if kind == "detach":
-        return pb.Command(detach=pb.Detach(tensor=ref(c["tensor"]), name=c.get("name") or ""))
-    if kind == "zero_grad":
-        zero = pb.ZeroGrad(tensors=_refs(c["tensors"]), set_to_none=c.get("set_to_none", False))
-        return pb.Command(zero_grad=zero)
-    if kind == "requires_grad":
-        flag = pb.RequiresGrad(tensor=ref(c["tensor"]), requires_grad=c.get("requires_grad", True))
-        return pb.Command(requires_grad=flag)
-    if kind == "retain_grad":
-        return pb.Command(retain_grad=pb.RetainGrad(tensor=ref(c["tensor"])))
-    if kind == "get":
-        flags = {k: c.get(k, False) for k in ("value", "grad", "repr")}
-        return pb.Command(get=pb.GetTensor(tensor=ref(c["tensor"]), **flags))
-    if kind == "release":
-        return pb.Command(release=pb.Release(names=c["names"]))
-    raise ValueError(f"no gradient.v1 form for command kind {kind!r}")
+    """The gradient.v1 message of a command dict, whose data may be JSON (nested lists, or
+    the HTTP API's tensor form) where the client's is an array."""
+    if command["kind"] == "create" and "data" in command:
+        data = command["data"]
+        array = json_array(data) if isinstance(data, dict) else _inferred(data)
+        command = {**command, "data": array}
+    return command_message(command)
 
 
 def grpc_tensor(message: pb.TensorInfo) -> Tensor | None:
@@ -305,13 +205,13 @@ def grpc_tensor(message: pb.TensorInfo) -> Tensor | None:
     return Tensor(
         name=message.name,
         shape=tuple(message.shape),
-        dtype=pb.DType.Name(message.dtype).removeprefix("DTYPE_").lower(),
+        dtype=DTYPE_NAMES[message.dtype],
         requires_grad=message.requires_grad,
         is_leaf=message.is_leaf,
         grad_fn=message.grad_fn or None,
         has_grad=message.has_grad,
-        value=array_key(pb_array(message.value)) if message.HasField("value") else None,
-        grad=array_key(pb_array(message.grad)) if message.HasField("grad") else None,
+        value=array_key(tensor_array(message.value)) if message.HasField("value") else None,
+        grad=array_key(tensor_array(message.grad)) if message.HasField("grad") else None,
         repr=message.repr or None,
     )
 
@@ -334,10 +234,6 @@ def grpc_error(error: grpc.RpcError) -> RemoteError:
         error.details() or "",
         trailers.get("torch_type"),
     )
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 class GrpcRemote:

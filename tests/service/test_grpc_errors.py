@@ -4,7 +4,7 @@ metadata, and a session left as it was."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -18,18 +18,12 @@ from tests.service.grpc_support import (
     MAX_REQUEST_BYTES,
     GrpcHarness,
     bearer,
+    create,
     data,
     get,
     op,
     ref,
-    serve,
-    val,
 )
-
-
-@pytest.fixture(scope="module")
-def grpc_env() -> Iterator[GrpcHarness]:
-    yield from serve()
 
 
 class Session:
@@ -61,12 +55,6 @@ class Session:
             *(get(name, value=True, grad=True, repr=True) for name in ("x", "y", "s", "i", "t"))
         )
         return info.tensors, info.bytes_held, [r.SerializeToString() for r in reads.results]
-
-
-def create(name: str, factory: str = "tensor", *args: Any, **fields: Any) -> pb.Command:
-    return pb.Command(
-        create=pb.CreateTensor(name=name, factory=factory, args=[val(a) for a in args], **fields)
-    )
 
 
 def failure(call: Callable[[], Any]) -> grpc.RpcError:

@@ -15,6 +15,7 @@ from engine.dtypes import DTYPES
 from engine.errors import InvalidArgument, NotFound
 from engine.session import Result, TensorInfo
 from service import grpc_messages as messages
+from service import wire
 from service.errors import GENERIC_DETAIL
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
@@ -23,7 +24,7 @@ from tests.service.grpc_support import data, ref, val
 
 
 def test_the_dtype_enum_spells_every_engine_dtype() -> None:
-    assert set(messages.DTYPE_ENUMS) == set(DTYPES)
+    assert set(wire.DTYPE_ENUMS) == set(DTYPES)
     assert messages.dtype_name(pb.DTYPE_UNSPECIFIED, "float32") == "float32"
     assert messages.dtype_name(pb.DTYPE_INT64, None) == "int64"
 
@@ -61,7 +62,7 @@ def test_attribute_only_kinds_are_refused_as_inputs() -> None:
 
 def test_attrs_keep_ints_and_floats_apart() -> None:
     """Each kind reads back as the HTTP API's JSON value: a whole float stays a float."""
-    key = messages.attr_value([{"slice": [None, 4, 2]}, "...", None, 1, [0, 1]])
+    key = wire.attr_value([{"slice": [None, 4, 2]}, "...", None, 1, [0, 1]])
     key.list.items.add(map=pb.ValueMap(items={"tensor": val(ref("i", grad=True))}))
     attrs = messages.attrs(
         {
@@ -104,8 +105,8 @@ JSON = st.recursive(
 @given(JSON)
 def test_attr_values_round_trip_exactly(item: Any) -> None:
     """attr_value and attribute are inverses, on the wire too, with every type kept."""
-    wire = pb.Value.FromString(messages.attr_value(item).SerializeToString())
-    back = messages.attribute(wire)
+    sent = pb.Value.FromString(wire.attr_value(item).SerializeToString())
+    back = messages.attribute(sent)
     assert back == item and _types(back) == _types(item)
 
 
@@ -120,7 +121,7 @@ def _types(item: Any) -> Any:
 def test_tensor_data() -> None:
     array = messages.tensor_data(data([[1, 2], [3, 4]], "int16"))
     assert array.dtype == numpy.int16 and array.tolist() == [[1, 2], [3, 4]]
-    message = messages.tensor_message(array)
+    message = wire.tensor_message(array)
     assert (list(message.shape), message.dtype) == ([2, 2], pb.DTYPE_INT16)
     assert message.data == numpy.array([1, 2, 3, 4], "<i2").tobytes()
     with pytest.raises(InvalidArgument, match=r"needs 8$"):

@@ -17,24 +17,19 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from service.config import Settings
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_server import HEALTH_SERVICE_NAME, SERVICE_NAME
+from service.wire import tensor_array
 from tests.seed import cells, display
 from tests.service.grpc_support import (
     API_KEY,
     GrpcHarness,
-    array,
     bearer,
+    create,
     data,
     get,
     op,
     ref,
-    serve,
     val,
 )
-
-
-@pytest.fixture(scope="module")
-def grpc_env() -> Iterator[GrpcHarness]:
-    yield from serve()
 
 
 class Client:
@@ -50,13 +45,13 @@ class Client:
 
     def show(self, *refs: str | pb.TensorRef) -> str:
         """What the notebook displays for these tensors (one, or a tuple of them)."""
-        gets = [pb.Command(get=pb.GetTensor(tensor=_ref(r), repr=True)) for r in refs]
+        gets = [get(r, repr=True) for r in refs]
         reprs = [_Shown(result.tensors[0].repr) for result in self.run(*gets)]
         return display(reprs[0] if len(reprs) == 1 else tuple(reprs))
 
     def value(self, name: str | pb.TensorRef) -> numpy.ndarray:
-        result = self.run(pb.Command(get=pb.GetTensor(tensor=_ref(name), value=True)))
-        return array(result[0].tensors[0].value)
+        result = self.run(get(name, value=True))
+        return tensor_array(result[0].tensors[0].value)
 
 
 class _Shown(str):
@@ -64,16 +59,6 @@ class _Shown(str):
 
     def __repr__(self) -> str:
         return str(self)
-
-
-def _ref(r: str | pb.TensorRef) -> pb.TensorRef:
-    return ref(r) if isinstance(r, str) else r
-
-
-def create(name: str, factory: str = "tensor", *args: Any, **fields: Any) -> pb.Command:
-    return pb.Command(
-        create=pb.CreateTensor(name=name, factory=factory, args=[val(a) for a in args], **fields)
-    )
 
 
 def backward(name: str, **fields: Any) -> pb.Command:
@@ -299,7 +284,7 @@ def test_every_command_rpc(client: Client) -> None:
         metadata=md,
     )
     (info,) = got.tensors
-    numpy.testing.assert_array_equal(array(info.value), [[1.0, 2.0], [3.0, 4.0]])
+    numpy.testing.assert_array_equal(tensor_array(info.value), [[1.0, 2.0], [3.0, 4.0]])
     assert info.repr == "tensor([[1., 2.],\n        [3., 4.]], requires_grad=True)"
     assert not info.HasField("grad")
 
@@ -328,7 +313,7 @@ def test_execute_returns_one_result_per_command(client: Client) -> None:
     assert [t.name for t in results[5].tensors] == ["c0", "c1", "c2"]
     m = results[6].tensors[0]
     assert m.dtype == pb.DTYPE_FLOAT64
-    numpy.testing.assert_array_equal(array(m.value), numpy.full((4, 3), 1.5))
+    numpy.testing.assert_array_equal(tensor_array(m.value), numpy.full((4, 3), 1.5))
 
 
 def test_attrs_reach_the_op_as_python_values(client: Client) -> None:
@@ -342,7 +327,7 @@ def test_attrs_reach_the_op_as_python_values(client: Client) -> None:
     )
     assert list(results[0].tensors[0].shape) == [1, 3, 1]
     expected = numpy.arange(24.0, dtype="float32").reshape(2, 3, 4)[::-1, ..., 1]
-    numpy.testing.assert_array_equal(array(results[3].tensors[0].value), expected)
+    numpy.testing.assert_array_equal(tensor_array(results[3].tensors[0].value), expected)
     assert client.value("n") == sum(range(24))
     assert client.value("c").max() == 5.5
 
@@ -423,7 +408,9 @@ def test_stream_pipelines_batches_and_reports_a_failed_one_in_band(client: Clien
     assert failed.detail == "no tensor named 'nope' in this session"
     assert failed.torch_type == "RuntimeError"
     assert not responses[2].results
-    numpy.testing.assert_array_equal(array(responses[3].results[1].tensors[0].value), [0, 2, 4])
+    numpy.testing.assert_array_equal(
+        tensor_array(responses[3].results[1].tensors[0].value), [0, 2, 4]
+    )
     # The failed batch bound nothing: its first command's "z" was rolled back.
     assert responses[4].error.code == "not_found" and responses[4].error.command_index == 0
 
