@@ -234,12 +234,15 @@ class Node:
             if grads is None:
                 attrs = self.attrs
                 grads = vjp(g, self.out, *arrays, **attrs) if attrs else vjp(g, self.out, *arrays)
+        edges = self.edges
+        if len(grads) == len(edges):  # the common case, first: this runs once per node
+            return tuple(grads)
         # A rule may leave out the trailing inputs that take no gradient: attributes passed
         # positionally (``unsqueeze(x, 0)``) are inputs without edges.
-        extra = self.edges[len(grads) :]
-        if any(edge is not None for edge in extra):
+        extra = edges[len(grads) :]
+        if not extra or any(edge is not None for edge in extra):
             raise AssertionError(f"{self.name}: rule returned {len(grads)} grads")
-        return (*grads, *(None,) * len(extra)) if extra else tuple(grads)
+        return (*grads, *(None,) * len(extra))
 
     def __repr__(self) -> str:
         return f"<{self.name}>"

@@ -19,7 +19,7 @@ from engine.ops import index as ix
 from engine.ops import linalg as la
 from engine.ops import reduce as rd
 from engine.ops import shape as sh
-from engine.ops.registry import Primitive, apply_inplace, composite
+from engine.ops.registry import Primitive, apply, apply_inplace, composite
 from engine.tensor import Tensor
 
 Number = bool | int | float
@@ -41,31 +41,39 @@ def _operand(value: Any) -> Operand:
 
 
 # ----- arithmetic with Python scalars on either side -----
+# With a Tensor on the left (``x * w``, ``x / 2``: once per op of every user's graph) the call
+# goes straight to ``apply``: Primitive.__call__ would only search the arguments for a Tensor.
 
 
 @composite("add")
 def add(a: Operand, b: Operand) -> Tensor:
+    if isinstance(a, Tensor):
+        return apply(ew.add, (a, _operand(b)), {})
     a, b = _operand(a), _operand(b)
-    return ew.add(a, b) if isinstance(a, Tensor) else ew.add(b, a)  # type: ignore[no-any-return]
+    return ew.add(b, a)  # type: ignore[no-any-return]
 
 
 @composite("sub")
 def sub(a: Operand, b: Operand) -> Tensor:
+    if isinstance(a, Tensor):
+        return apply(ew.sub, (a, _operand(b)), {})
     a, b = _operand(a), _operand(b)
-    return ew.sub(a, b) if isinstance(a, Tensor) else ew.rsub(b, a)  # type: ignore[no-any-return]
+    return ew.rsub(b, a)  # type: ignore[no-any-return]
 
 
 @composite("mul")
 def mul(a: Operand, b: Operand) -> Tensor:
+    if isinstance(a, Tensor):
+        return apply(ew.mul, (a, _operand(b)), {})
     a, b = _operand(a), _operand(b)
-    return ew.mul(a, b) if isinstance(a, Tensor) else ew.mul(b, a)  # type: ignore[no-any-return]
+    return ew.mul(b, a)  # type: ignore[no-any-return]
 
 
 @composite("div")
 def div(a: Operand, b: Operand) -> Tensor:
-    a, b = _operand(a), _operand(b)
     if isinstance(a, Tensor):
-        return ew.div(a, b)  # type: ignore[no-any-return]
+        return apply(ew.div, (a, _operand(b)), {})
+    a, b = _operand(a), _operand(b)
     return ew.mul(ew.reciprocal(b), a)  # type: ignore[no-any-return]  # PyTorch: MulBackward0
 
 

@@ -48,6 +48,12 @@ def _binary(a: Any, b: Any) -> None:
     broadcast_shape(a, b)
 
 
+def _number(value: Any) -> bool:
+    """Whether an operand is a Python number: it has no gradient, so rules skip computing one
+    (PyTorch's ``needs_input_grad``); on large arrays that saves whole passes over memory."""
+    return isinstance(value, int | float)
+
+
 # ----- arithmetic -----
 
 
@@ -75,7 +81,7 @@ def sub(a: Any, b: Any) -> Any:
 
 @sub.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g, -g
+    return g, None if _number(b) else -g
 
 
 @primitive("rsub", node="RsubBackward1", elementwise=True)
@@ -98,7 +104,7 @@ def mul(a: Any, b: Any) -> Any:
 
 @mul.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g * b, g * a
+    return g * b, None if _number(b) else g * a
 
 
 @primitive("div", public=False, node="DivBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
@@ -109,7 +115,7 @@ def div(a: Any, b: Any) -> Any:
 
 @div.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g / b, -g * a / (b * b)
+    return g / b, None if _number(b) else -g * a / (b * b)
 
 
 @primitive("floor_divide", node="NotImplemented", elementwise=True)
@@ -433,7 +439,7 @@ def _(g: Any, out: Any, condition: Any, a: Any, b: Any) -> tuple[Any, ...]:
 # ----- dtype and copies -----
 
 
-@primitive("to_dtype", node="ToCopyBackward0", dtype=KEEP, elementwise=True)
+@primitive("to_dtype", node="ToCopyBackward0", dtype=KEEP)
 def to_dtype(x: Any, dtype: str) -> Any:
     return x.astype(dtype)
 
@@ -443,7 +449,7 @@ def _(g: Any, out: Any, x: Any, dtype: str) -> tuple[Any, ...]:
     return (g,)  # the backward pass casts to the input's dtype
 
 
-@primitive("clone", node="CloneBackward0", dtype=KEEP, elementwise=True)
+@primitive("clone", node="CloneBackward0", dtype=KEEP)
 def clone(x: Any) -> Any:
     return x.copy()
 

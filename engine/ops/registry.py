@@ -215,7 +215,7 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
             ]
     out = None
     if op.elementwise and first is not None and first.size >= parallel.MIN_SIZE:
-        out = parallel.map_chunks(op.forward, arrays, attrs)
+        out = parallel.run(op.forward, arrays, attrs)
     if out is None:
         out = op.forward(*arrays, **attrs) if attrs else op.forward(*arrays)
     if first is not None and type(out) is not numpy.ndarray:

@@ -1,0 +1,76 @@
+"""Command-API overhead: a 1000-command batch through sessions vs the same ops on the engine.
+
+``batch_overhead_ratio`` is the median wall time of parsing and executing the batch (one
+transaction, limits checked) over the median time of the same ops called directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+N = 1000
+OPS = ("mul", "add", "sin", "tanh")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--repeats", type=int, default=15, help="timed repetitions (median)")
+
+
+def _commands() -> list[dict[str, Any]]:
+    cmds: list[dict[str, Any]] = [
+        {"kind": "create", "data": [0.1, 0.2, 0.3, 0.4], "requires_grad": True, "name": "x"},
+        {"kind": "op", "op": "mul", "inputs": ["x", 1.0], "name": "y"},
+    ]
+    for i in range(N - 3):
+        op = OPS[i % len(OPS)]
+        inputs: list[Any] = ["y", 1.0001] if op in ("mul", "add") else ["y"]
+        cmds.append({"kind": "op", "op": op, "inputs": inputs, "name": "y"})
+    cmds.append({"kind": "op", "op": "sum", "inputs": ["y"], "name": "s"})
+    return cmds
+
+
+def _direct() -> None:
+    import engine
+
+    x = engine.tensor([0.1, 0.2, 0.3, 0.4], requires_grad=True)
+    y = engine.mul(x, 1.0)
+    for i in range(N - 3):
+        op = OPS[i % len(OPS)]
+        y = engine.OPS[op](y, 1.0001) if op in ("mul", "add") else engine.OPS[op](y)
+    engine.OPS["sum"](y)
+
+
+def main(args: argparse.Namespace) -> int:
+    from engine.commands import parse
+    from engine.session import SessionManager
+
+    manager = SessionManager()
+    session_id, token = manager.create()
+    raw = _commands()
+    api: list[float] = []
+    direct: list[float] = []
+    try:
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            manager.execute(session_id, token, [parse(c) for c in raw])
+            api.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            _direct()
+            direct.append(time.perf_counter() - t0)
+    finally:
+        manager.shutdown()
+    a, d = statistics.median(api), statistics.median(direct)
+    result = {
+        "batch_overhead_ratio": round(a / d, 3),
+        "batch_us_per_command": round(a * 1e6 / N, 2),
+        "engine_us_per_op": round(d * 1e6 / N, 2),
+        "commands": N,
+        "repeats": args.repeats,
+    }
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
