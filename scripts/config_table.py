@@ -15,9 +15,7 @@ def table() -> str:
     for name, field in Settings.model_fields.items():
         default = json.dumps(field.default) if field.default is not None else "unset"
         flag = f"`{flags[name]}`" if name in flags else ""
-        lines.append(
-            f"| `GRADSERVE_{name.upper()}` | {flag} | `{default}` | {field.description} |"
-        )
+        lines.append(f"| `GRADSERVE_{name.upper()}` | {flag} | `{default}` | {field.description} |")
     return "\n".join(lines)
 
 
