@@ -36,6 +36,7 @@ from typing import Any
 import numpy
 
 THREADS = os.cpu_count() or 1
+DEVICE = "cpu"  # where gradserve's tensors live (``--device cuda`` on a GPU machine)
 
 # One step of the mixed chain each; values stay in about [-1, 3] whatever the length.
 STEPS: tuple[Callable[[Any, Any, Any], Any], ...] = (
@@ -82,7 +83,17 @@ def _libraries() -> dict[str, ModuleType]:
 
 
 def _leaf(lib: ModuleType, array: numpy.ndarray) -> Any:
+    if lib.__name__ == "engine":
+        return lib.tensor(array, requires_grad=True, device=DEVICE)
     return lib.tensor(array, requires_grad=True)
+
+
+def _sync() -> None:
+    """Let queued GPU kernels finish before a clock is read."""
+    if DEVICE != "cpu":
+        from engine.backend import synchronize
+
+        synchronize()
 
 
 def _elementwise_inputs(numel: int, seed: int) -> list[numpy.ndarray]:
@@ -101,8 +112,10 @@ def _timed_run(step: Callable[[], Any], leaves: list[Any]) -> tuple[float, float
     gc.collect()
     start = time.perf_counter()
     y = step().sum()
+    _sync()
     mid = time.perf_counter()
     y.backward()
+    _sync()
     end = time.perf_counter()
     return mid - start, end - mid
 
@@ -286,6 +299,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     tiny = bench_elementwise(libs, numel=4, n_ops=1000, repeats=15 // scale)
     large = bench_elementwise(libs, numel=1_000_000, n_ops=48, repeats=9 // scale)
     matmul = bench_matmul(libs, n=1024, n_ops=4, repeats=7 // scale)
+    if DEVICE != "cpu":  # resident memory says nothing of GPU memory: the CPU figures stand
+        machine = {**_machine(), "loadavg_1min_before": load_before, "device": DEVICE}
+        return {
+            "engine_tiny_ratio": tiny["ratio"],
+            "engine_large_ratio": large["ratio"],
+            "engine_matmul_ratio": matmul["ratio"],
+            "raw": {"tiny": tiny, "large": large, "matmul": matmul},
+            "machine": machine,
+        }
     memory = bench_peak_memory(numel=1_000_000, n_ops=100)
     machine = {**_machine(), "loadavg_1min_before": load_before}
     return {
@@ -302,9 +324,14 @@ def run(quick: bool = False) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
+    parser.add_argument(
+        "--device", default="cpu", help="gradserve's device: cpu, or cuda against PyTorch CPU"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    global DEVICE
+    DEVICE = args.device
     result = run(quick=args.quick)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -107,3 +107,10 @@ def pool_bytes() -> int:
         return 0
     assert _cupy is not None
     return int(_cupy.get_default_memory_pool().used_bytes())
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work to finish (timings of CuPy code need it; no-op on the CPU)."""
+    if gpu_available():
+        assert _cupy is not None
+        _cupy.cuda.Device().synchronize()
