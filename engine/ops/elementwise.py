@@ -84,7 +84,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g, None if _number(b) else -g
 
 
-@primitive("rsub", node="RsubBackward1", elementwise=True)
+@primitive("rsub", public=False, node="RsubBackward1", elementwise=True)
 def rsub(a: Any, b: Any) -> Any:
     """``b - a`` (PyTorch's reflected subtraction, ``1 - a``)."""
     _binary(a, b)
@@ -174,7 +174,7 @@ def _check_int_pow(a: Any, b: Any) -> None:
         raise InvalidArgument("Integers to negative integer powers are not allowed.")
 
 
-@primitive("pow_scalar", node="PowBackward0", saves=INPUTS, elementwise=True)
+@primitive("pow_scalar", public=False, node="PowBackward0", saves=INPUTS, elementwise=True)
 def pow_scalar(x: Any, exponent: Any) -> Any:
     """``x ** exponent`` with a Python number as the exponent."""
     _check_int_pow(x, exponent)
@@ -204,7 +204,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g * where(b == 0, 0, b * a ** (b - 1)), g * safe
 
 
-@primitive("rpow", node="PowBackward2", saves=BOTH, elementwise=True)
+@primitive("rpow", public=False, node="PowBackward2", saves=BOTH, elementwise=True)
 def rpow(x: Any, base: Any) -> Any:
     """``base ** x`` with a Python number as the base."""
     return base**x

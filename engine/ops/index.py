@@ -32,7 +32,7 @@ def _node_name(key: Key, node_name: str | None = None) -> str:
     return "AliasBackward0"
 
 
-@primitive("getitem", node=_node_name, dtype=KEEP, view=True)
+@primitive("getitem", public=False, node=_node_name, dtype=KEEP, view=True)
 def getitem(x: Any, key: Key, node_name: str | None = None) -> Any:
     if x.ndim == 0 and any(isinstance(k, int) and not isinstance(k, bool) for k in key):
         raise InvalidArgument(
@@ -56,7 +56,7 @@ def _(g: Any, out: Any, x: Any, key: Key, node_name: str | None = None) -> tuple
     return (index_backward(g, shape=tuple(x.shape), key=key),)
 
 
-@primitive("index_backward", node="IndexPutBackward0", dtype=KEEP)
+@primitive("index_backward", public=False, node="IndexPutBackward0", dtype=KEEP)
 def index_backward(g: Any, shape: tuple[int, ...], key: Key) -> Any:
     """Scatter-add ``g`` into zeros of ``shape`` at ``key``: the VJP of getitem."""
     xp = xp_of(g)

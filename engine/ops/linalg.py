@@ -136,7 +136,7 @@ def _batched_node(node_name: str = "UnsafeViewBackward0") -> str:
     return node_name
 
 
-@primitive("matmul_batched", node=_batched_node, saves=INPUTS, dtype=KEEP)
+@primitive("matmul_batched", public=False, node=_batched_node, saves=INPUTS, dtype=KEEP)
 def matmul_batched(a: Any, b: Any, node_name: str = "UnsafeViewBackward0") -> Any:
     """Broadcast batched matmul; one operand may be a vector, as in NumPy's matmul.
 

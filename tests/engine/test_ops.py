@@ -21,7 +21,7 @@ import torch
 
 import engine as E
 from engine.errors import EngineError
-from engine.ops.registry import OPS
+from engine.ops.registry import OPS, PRIMITIVES
 
 # NumPy warns on 0/0, log(0) and overflow where torch is silent; the engine filters those
 # warnings at import, which pytest's per-test warning capture undoes.
@@ -150,7 +150,7 @@ def _index_put(M: Any, g: Any) -> Any:
     if M is torch:
         out = torch.zeros(5, dtype=g.dtype)
         return out.index_put((torch.tensor([0, 2, 0]),), g, accumulate=True)
-    return OPS["index_backward"](g, shape=(5,), key=(numpy.array([0, 2, 0]),))
+    return PRIMITIVES["index_backward"](g, shape=(5,), key=(numpy.array([0, 2, 0]),))
 
 
 S = (2, 3)  # a small matrix

@@ -690,3 +690,15 @@ def test_seed_notebook_as_commands(session: Session) -> None:
     )
     expected = {c.label: c.output for c in seed.cells()}
     assert shown == expected
+
+
+@pytest.mark.parametrize(
+    "internal", ["index_backward", "matmul_batched", "pow_scalar", "rpow", "rsub", "getitem"]
+)
+def test_internal_primitives_are_not_in_the_command_vocabulary(
+    session: Session, internal: str
+) -> None:
+    """Commands reach the public ops (``sub``, ``pow``, ``matmul``, ``index``), not their parts."""
+    run(session, {"kind": "create", "data": [1.0, 2.0], "name": "x"})
+    with pytest.raises(InvalidArgument, match=f"unknown op '{internal}'"):
+        run(session, {"kind": "op", "op": internal, "inputs": ["x", 2]})
