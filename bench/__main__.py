@@ -13,6 +13,10 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "engine": ("bench.engine", "engine per-op overhead, throughput and memory against PyTorch"),
+    "allocator": (
+        "bench.allocator",
+        "the server's host allocator setting against glibc's defaults",
+    ),
     "sessions": ("bench.sessions", "command-API batch overhead over direct engine calls"),
     "service": ("bench.service", "HTTP and gRPC round trips, batches and uploads over bare peers"),
     "client": ("bench.client", "Python client: lazy vs eager, and vs torch.distributed.rpc"),

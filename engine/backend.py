@@ -7,6 +7,8 @@ This is the only module that imports cupy. Every op takes its namespace from its
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -114,3 +116,37 @@ def synchronize() -> None:
     if gpu_available():
         assert _cupy is not None
         _cupy.cuda.Device().synchronize()
+
+
+# glibc's allocator, when it is the process's: None elsewhere (musl, macOS).
+_LIBC = None
+if ctypes.util.find_library("c") == "libc.so.6":
+    try:
+        _LIBC = ctypes.CDLL("libc.so.6")
+    except OSError:
+        _LIBC = None
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_host_allocator(keep_bytes: int = 256 << 20, mmap_bytes: int = 32 << 20) -> bool:
+    """Let glibc keep up to ``keep_bytes`` of freed heap for reuse; map only larger blocks.
+
+    By default glibc gives a freed multi-megabyte array back to the kernel, so the next one
+    of the same size faults its pages in again: a 1M-element chain ran 1.75x slower for it
+    (bench/RESULTS.md, "host allocator"). Sessions closing call ``release_host_memory``.
+    Returns whether the settings took (glibc only); call it once, at process start.
+    """
+    if _LIBC is None:
+        return False
+    mapped = _LIBC.mallopt(_M_MMAP_THRESHOLD, mmap_bytes)
+    kept = _LIBC.mallopt(_M_TRIM_THRESHOLD, keep_bytes)
+    return bool(mapped and kept)
+
+
+def release_host_memory() -> None:
+    """Give freed memory back: glibc's free heap to the kernel, CuPy's cached blocks."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    if _cupy is not None and gpu_available():
+        _cupy.get_default_memory_pool().free_all_blocks()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy
 
 from engine import autograd, creation, journal
-from engine.backend import on_device, parse_device, to_numpy
+from engine.backend import on_device, parse_device, release_host_memory, to_numpy
 from engine.commands import (
     COMMAND_TYPES,
     Backward,
@@ -577,6 +577,7 @@ class SessionManager:
             self._sessions.pop(session.id, None)
         session.closed = True
         session.tensors.clear()
+        release_host_memory()
 
     def count(self) -> int:
         with self._lock:

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
+from engine.backend import tune_host_allocator
 from service.config import Settings
 from service.observability import configure_logging
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv if argv is not None else sys.argv[1:] or ["serve"])
     settings = settings_from(args)
     configure_logging(settings.log_level)
+    tune_host_allocator()
     from service.server import serve
 
     asyncio.run(serve(settings))

@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 COMMANDS = {
+    "allocator": (["--repeats", "1", "--processes", "1"], "allocator_ratio"),
     "engine": (["--quick"], "engine_tiny_ratio"),
     "sessions": (["--repeats", "1"], "batch_overhead_ratio"),
     "service": (["--requests", "20", "--batches", "1", "--uploads", "1"], "http_op_ratio"),

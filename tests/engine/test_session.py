@@ -702,3 +702,20 @@ def test_internal_primitives_are_not_in_the_command_vocabulary(
     run(session, {"kind": "create", "data": [1.0, 2.0], "name": "x"})
     with pytest.raises(InvalidArgument, match=f"unknown op '{internal}'"):
         run(session, {"kind": "op", "op": internal, "inputs": ["x", 2]})
+
+
+def test_closing_and_expiring_give_host_memory_back(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.session as session_module
+
+    calls: list[int] = []
+    monkeypatch.setattr(session_module, "release_host_memory", lambda: calls.append(1))
+    closed = manager.create()
+    manager.close(*closed)
+    assert calls == [1]
+    expiring = manager.get(*manager.create(ttl=0.01))
+    time.sleep(0.05)
+    manager.expire()  # the background sweeper may have been first
+    assert expiring.closed
+    assert calls == [1, 1]
