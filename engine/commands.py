@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -36,7 +37,6 @@ class Ref:
 
 
 Scalar = bool | int | float
-Input = Ref | Scalar | list[Any]
 
 
 @dataclass(slots=True)
@@ -289,14 +289,18 @@ def _check_size(factory: str, size: list[Any]) -> None:
         raise InvalidArgument(f"{factory}: sizes must be integers, got {size!r}")
 
 
-def parse_batch(bodies: Any) -> list[Command]:
-    """Parse a batch; a bad command's error carries its index as ``command_index``."""
+def parse_batch(bodies: Any, prepare: Callable[[Any], Any] | None = None) -> list[Command]:
+    """Parse a batch; a bad command's error carries its index as ``command_index``.
+
+    ``prepare`` turns each body into what ``parse`` takes first (a frontend decoding the
+    tensor payloads of its wire format, say); its errors carry the index too.
+    """
     if not isinstance(bodies, list):
         raise InvalidArgument(f"a batch must be a list of commands, got {type(bodies).__name__}")
     commands: list[Command] = []
     for index, body in enumerate(bodies):
         try:
-            commands.append(parse(body))
+            commands.append(parse(prepare(body) if prepare is not None else body))
         except EngineError as exc:
             exc.command_index = index
             raise

@@ -131,9 +131,6 @@ class Tensor:
             self._accumulator = weakref.ref(acc)
         return acc
 
-    def is_leaf_requiring(self) -> bool:
-        return self.requires_grad and self.grad_fn is None
-
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set ``requires_grad`` on a leaf (PyTorch's checks and texts)."""
         self._set_requires_grad(requires_grad, factory=False)

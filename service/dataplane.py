@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from engine.commands import parse
-from engine.errors import InvalidArgument
+from engine.commands import parse_batch
 from engine.session import Result, SessionManager, TensorInfo, check_batch_size
 from service import codec
 from service.config import Settings
@@ -101,17 +100,9 @@ class DataPlane:
     def execute(self, session_id: str, token: str, commands: list[Any]) -> list[Result]:
         """Parse and run one batch atomically; payloads in ``create.data`` may be JSON tensors."""
         session = self.manager.get(session_id, token)
-        if not isinstance(commands, list):
-            raise InvalidArgument("a batch is a list of commands")
-        check_batch_size(len(commands), session.limits)
-        parsed = []
-        for index, body in enumerate(commands):
-            try:
-                parsed.append(parse(_decode_payload(body)))
-            except InvalidArgument as exc:
-                exc.command_index = index
-                raise
-        return session.execute(parsed)
+        if isinstance(commands, list):
+            check_batch_size(len(commands), session.limits)
+        return session.execute(parse_batch(commands, prepare=_decode_payload))
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
