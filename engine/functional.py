@@ -177,37 +177,33 @@ def _matmul_path(a: Tensor, b: Tensor) -> str:
     return "batched"
 
 
+def _check_folded(
+    rows: int, k_mat: int, k_other: int, other_cols: int | None, mat: Tensor, other: Tensor
+) -> None:
+    """A batch folded into one matrix of ``rows`` times ``other``: PyTorch's mm or mv texts."""
+    if k_mat != k_other and other_cols is not None:
+        raise InvalidArgument(
+            f"mat1 and mat2 shapes cannot be multiplied ({rows}x{k_mat} and {k_other}x{other_cols})"
+        )
+    if k_mat != k_other:
+        raise InvalidArgument(
+            f"size mismatch, got input ({rows}), mat ({rows}x{k_mat}), vec ({k_other})"
+        )
+    if other_cols is not None:
+        la.mm_dtype(mat.data, other.data)
+    else:
+        la.mv_dtype(mat.data, other.data)
+
+
 def _check_batched(a: Tensor, b: Tensor, path: str) -> None:
     """PyTorch's error texts for operands that do not multiply, by the path it takes."""
     k, k2 = a.shape[-1], b.shape[-2] if b.ndim > 1 else b.shape[0]
     if path == "fold":
-        rows = math.prod(a.shape[:-1])
-        if k != k2 and b.ndim == 2:
-            raise InvalidArgument(
-                f"mat1 and mat2 shapes cannot be multiplied ({rows}x{k} and {k2}x{b.shape[1]})"
-            )
-        if k != k2:
-            raise InvalidArgument(
-                f"size mismatch, got input ({rows}), mat ({rows}x{k}), vec ({k2})"
-            )
-        if b.ndim == 2:
-            la.mm_dtype(a.data, b.data)
-        else:
-            la.mv_dtype(a.data, b.data)
+        other_cols = b.shape[1] if b.ndim == 2 else None
+        _check_folded(math.prod(a.shape[:-1]), k, k2, other_cols, a, b)
     elif path == "fold_t":
-        rows = math.prod(b.shape[:-2]) * b.shape[-1]
-        if k != k2 and a.ndim == 2:
-            raise InvalidArgument(
-                f"mat1 and mat2 shapes cannot be multiplied ({rows}x{k2} and {k}x{a.shape[0]})"
-            )
-        if k != k2:
-            raise InvalidArgument(
-                f"size mismatch, got input ({rows}), mat ({rows}x{k2}), vec ({k})"
-            )
-        if a.ndim == 2:
-            la.mm_dtype(b.data, a.data)
-        else:
-            la.mv_dtype(b.data, a.data)
+        other_cols = a.shape[0] if a.ndim == 2 else None
+        _check_folded(math.prod(b.shape[:-2]) * b.shape[-1], k2, k, other_cols, b, a)
     else:
         batch_a, batch_b = numpy.empty(a.shape[:-2], bool), numpy.empty(b.shape[:-2], bool)
         ew.broadcast_shape(batch_a, batch_b)
