@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 from engine.dtypes import dtype_from_name
 from engine.errors import EngineError, InvalidArgument
 
-# Matched with ``fullmatch``: ``$`` would also accept a trailing newline ("x\n").
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Matched with ``fullmatch``: ``$`` would also accept a trailing newline ("%1\n").
 AUTO_NAME = re.compile(r"%[0-9]{1,18}")  # server-chosen names: never a client's name
 FACTORIES = (
     "tensor", "arange", "zeros", "ones", "full", "empty", "eye", "linspace", "rand", "randn",
@@ -160,15 +159,34 @@ FIELDS: dict[str, frozenset[str]] = {
     kind: frozenset({"kind", *(f.name for f in fields(cls))}) for kind, cls in KINDS.items()
 }
 COMMAND_TYPES = tuple(KINDS.values())
+_SCALARS = frozenset({bool, int, float})
+_ABSENT: Any = object()
+
+# Names validated once, and Refs to them (a Ref is immutable): a batch names the same few
+# tensors over and over. Cleared when full, so a stream of distinct names cannot grow them.
+_REFS: dict[str, Ref] = {}
+_NAMES: set[str] = set()
+_CACHE_MAX = 4096
+
+
+def _is_name(name: Any) -> bool:
+    """``NAME``, without a regex: ASCII identifiers are exactly ``[A-Za-z_][A-Za-z0-9_]*``."""
+    return type(name) is str and name.isascii() and name.isidentifier() and len(name) <= 64
 
 
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
+    if not _is_name(name):
         raise InvalidArgument(
             f"invalid tensor name {name!r}: use 1-64 letters, digits or underscores, not "
             "starting with a digit"
         )
-    return name
+    return name  # type: ignore[no-any-return]
+
+
+def _remember(name: str) -> None:
+    if len(_NAMES) >= _CACHE_MAX:
+        _NAMES.clear()
+    _NAMES.add(name)
 
 
 def _ref_name(name: Any) -> str:
@@ -178,8 +196,14 @@ def _ref_name(name: Any) -> str:
 
 
 def parse_ref(value: Any) -> Ref:
-    if isinstance(value, str):
-        return Ref(_ref_name(value))
+    if type(value) is str:
+        ref = _REFS.get(value)
+        if ref is None:
+            ref = Ref(_ref_name(value))
+            if len(_REFS) >= _CACHE_MAX:
+                _REFS.clear()
+            _REFS[value] = ref
+        return ref
     if isinstance(value, dict) and set(value) == {"grad_of"}:
         return Ref(_ref_name(value["grad_of"]), grad=True)
     raise InvalidArgument(f"expected a tensor name or {{'grad_of': name}}, got {value!r}")
@@ -298,12 +322,17 @@ def parse_batch(bodies: Any, prepare: Callable[[Any], Any] | None = None) -> lis
     if not isinstance(bodies, list):
         raise InvalidArgument(f"a batch must be a list of commands, got {type(bodies).__name__}")
     commands: list[Command] = []
-    for index, body in enumerate(bodies):
-        try:
-            commands.append(parse(prepare(body) if prepare is not None else body))
-        except EngineError as exc:
-            exc.command_index = index
-            raise
+    append = commands.append
+    try:
+        if prepare is None:
+            for body in bodies:
+                append(parse(body))
+        else:
+            for body in bodies:
+                append(parse(prepare(body)))
+    except EngineError as exc:
+        exc.command_index = len(commands)  # the commands before it parsed
+        raise
     return commands
 
 
@@ -312,93 +341,128 @@ def parse(body: Any) -> Command:
     if not isinstance(body, dict):
         raise InvalidArgument(f"a command must be an object, got {type(body).__name__}")
     kind = body.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
+    entry = _PARSERS.get(kind) if type(kind) is str else None
+    if entry is None:
         raise InvalidArgument(f"unknown command kind {kind!r}; expected one of {sorted(KINDS)}")
-    unknown = [k for k in body if k not in FIELDS[kind]]
-    if unknown:
+    known, parser = entry
+    if not known.issuperset(body):
+        unknown = [k for k in body if k not in known]
         raise InvalidArgument(f"unknown field(s) {sorted(map(repr, unknown))} for command '{kind}'")
-    if kind == "create":
-        factory = body.get("factory", "tensor")
-        if not isinstance(factory, str) or factory not in FACTORIES:
-            raise InvalidArgument(f"unknown factory {factory!r}; expected one of {list(FACTORIES)}")
-        args = body.get("args", [])
-        if not isinstance(args, list):
-            raise InvalidArgument("'args' must be a list")
-        if factory == "tensor" and "data" not in body:
-            raise InvalidArgument("'data' is required to create a tensor from data")
-        if factory != "tensor" and "data" in body:
-            raise InvalidArgument(f"'data' is only for the 'tensor' factory, not '{factory}'")
-        dtype = body.get("dtype")
-        if dtype is not None and not isinstance(dtype, str):
-            raise InvalidArgument("'dtype' must be a string")
-        dtype_from_name(dtype)  # raises for an unknown dtype
-        return Create(
-            factory=factory,
-            args=_factory_args(factory, args),
-            data=body.get("data"),
-            dtype=dtype,
-            requires_grad=_bool(body, "requires_grad", False),
-            name=_optional_name(body),
-        )
-    if kind == "op":
-        op = body.get("op")
-        if not isinstance(op, str):
-            raise InvalidArgument("'op' must be the name of an op")
-        inputs = body.get("inputs", [])
-        attrs = body.get("attrs", {})
-        if not isinstance(inputs, list):
-            raise InvalidArgument("'inputs' must be a list")
-        if not isinstance(attrs, dict) or not all(isinstance(k, str) for k in attrs):
-            raise InvalidArgument("'attrs' must be an object")
-        if body.get("name") is not None and body.get("names") is not None:
+    return parser(body)
+
+
+def _parse_op(body: dict[str, Any]) -> Op:
+    # The hot path of a batch: plain names and scalars are taken in one pass.
+    op = body.get("op")
+    if type(op) is not str:
+        raise InvalidArgument("'op' must be the name of an op")
+    inputs = body.get("inputs", _ABSENT)
+    if type(inputs) is list:
+        inputs = [
+            v if type(v) in _SCALARS else (type(v) is str and _REFS.get(v)) or parse_input(v)
+            for v in inputs
+        ]
+    elif inputs is _ABSENT:
+        inputs = []
+    else:
+        raise InvalidArgument("'inputs' must be a list")
+    attrs = body.get("attrs", _ABSENT)
+    if attrs is _ABSENT:
+        attrs = {}
+    elif not isinstance(attrs, dict) or not all(isinstance(k, str) for k in attrs):
+        raise InvalidArgument("'attrs' must be an object")
+    name = body.get("name")
+    if name is not None and (type(name) is not str or name not in _NAMES):
+        _remember(check_name(name))
+    names = body.get("names")
+    if names is not None:
+        if name is not None:
             raise InvalidArgument("give 'name' or 'names', not both")
-        return Op(
-            op=op,
-            inputs=[parse_input(v) for v in inputs],
-            attrs=attrs,
-            name=_optional_name(body),
-            names=_names(body),
-            no_grad=_bool(body, "no_grad", False),
-        )
-    if kind == "backward":
-        gradient = body.get("gradient")
-        return Backward(
-            tensor=parse_ref(body.get("tensor")),
-            gradient=None if gradient is None else parse_ref(gradient),
-            retain_graph=_bool(body, "retain_graph", None),
-            create_graph=_bool(body, "create_graph", False),
-            inputs=_refs(body, "inputs", required=False),
-        )
-    if kind == "grad":
-        return Grad(
-            outputs=_refs(body, "outputs") or [],
-            inputs=_refs(body, "inputs") or [],
-            grad_outputs=_refs(body, "grad_outputs", required=False),
-            retain_graph=_bool(body, "retain_graph", None),
-            create_graph=_bool(body, "create_graph", False),
-            allow_unused=_bool(body, "allow_unused", False),
-            names=_names(body),
-        )
-    if kind == "detach":
-        return Detach(tensor=parse_ref(body.get("tensor")), name=_optional_name(body))
-    if kind == "zero_grad":
-        return ZeroGrad(
-            tensors=_refs(body, "tensors") or [], set_to_none=_bool(body, "set_to_none", False)
-        )
-    if kind == "requires_grad":
-        return RequiresGrad(
-            tensor=parse_ref(body.get("tensor")),
-            requires_grad=_bool(body, "requires_grad", True),
-        )
-    if kind == "retain_grad":
-        return RetainGrad(tensor=parse_ref(body.get("tensor")))
-    if kind == "get":
-        return Get(
-            tensor=parse_ref(body.get("tensor")),
-            value=_bool(body, "value", False),
-            grad=_bool(body, "grad", False),
-            repr=_bool(body, "repr", False),
-        )
+        names = _names(body)
+    no_grad = body.get("no_grad")
+    if no_grad is not None and no_grad is not True and no_grad is not False:
+        _bool(body, "no_grad", False)
+    return Op(op, inputs, attrs, name, names, no_grad is True)
+
+
+def _parse_create(body: dict[str, Any]) -> Create:
+    factory = body.get("factory", "tensor")
+    if not isinstance(factory, str) or factory not in FACTORIES:
+        raise InvalidArgument(f"unknown factory {factory!r}; expected one of {list(FACTORIES)}")
+    args = body.get("args", [])
+    if not isinstance(args, list):
+        raise InvalidArgument("'args' must be a list")
+    if factory == "tensor" and "data" not in body:
+        raise InvalidArgument("'data' is required to create a tensor from data")
+    if factory != "tensor" and "data" in body:
+        raise InvalidArgument(f"'data' is only for the 'tensor' factory, not '{factory}'")
+    dtype = body.get("dtype")
+    if dtype is not None and not isinstance(dtype, str):
+        raise InvalidArgument("'dtype' must be a string")
+    dtype_from_name(dtype)  # raises for an unknown dtype
+    return Create(
+        factory=factory,
+        args=_factory_args(factory, args),
+        data=body.get("data"),
+        dtype=dtype,
+        requires_grad=_bool(body, "requires_grad", False),
+        name=_optional_name(body),
+    )
+
+
+def _parse_backward(body: dict[str, Any]) -> Backward:
+    gradient = body.get("gradient")
+    return Backward(
+        tensor=parse_ref(body.get("tensor")),
+        gradient=None if gradient is None else parse_ref(gradient),
+        retain_graph=_bool(body, "retain_graph", None),
+        create_graph=_bool(body, "create_graph", False),
+        inputs=_refs(body, "inputs", required=False),
+    )
+
+
+def _parse_grad(body: dict[str, Any]) -> Grad:
+    return Grad(
+        outputs=_refs(body, "outputs") or [],
+        inputs=_refs(body, "inputs") or [],
+        grad_outputs=_refs(body, "grad_outputs", required=False),
+        retain_graph=_bool(body, "retain_graph", None),
+        create_graph=_bool(body, "create_graph", False),
+        allow_unused=_bool(body, "allow_unused", False),
+        names=_names(body),
+    )
+
+
+def _parse_detach(body: dict[str, Any]) -> Detach:
+    return Detach(tensor=parse_ref(body.get("tensor")), name=_optional_name(body))
+
+
+def _parse_zero_grad(body: dict[str, Any]) -> ZeroGrad:
+    return ZeroGrad(
+        tensors=_refs(body, "tensors") or [], set_to_none=_bool(body, "set_to_none", False)
+    )
+
+
+def _parse_requires_grad(body: dict[str, Any]) -> RequiresGrad:
+    return RequiresGrad(
+        tensor=parse_ref(body.get("tensor")), requires_grad=_bool(body, "requires_grad", True)
+    )
+
+
+def _parse_retain_grad(body: dict[str, Any]) -> RetainGrad:
+    return RetainGrad(tensor=parse_ref(body.get("tensor")))
+
+
+def _parse_get(body: dict[str, Any]) -> Get:
+    return Get(
+        tensor=parse_ref(body.get("tensor")),
+        value=_bool(body, "value", False),
+        grad=_bool(body, "grad", False),
+        repr=_bool(body, "repr", False),
+    )
+
+
+def _parse_release(body: dict[str, Any]) -> Release:
     names = body.get("names")
     if not isinstance(names, list):
         raise InvalidArgument("'names' must be a list of tensor names")
@@ -406,3 +470,13 @@ def parse(body: Any) -> Command:
     if len(set(released)) != len(released):
         raise InvalidArgument(f"'names' must be distinct, got {released}")
     return Release(names=released)
+
+
+_PARSE: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "create": _parse_create, "op": _parse_op, "backward": _parse_backward,
+    "grad": _parse_grad, "detach": _parse_detach, "zero_grad": _parse_zero_grad,
+    "requires_grad": _parse_requires_grad, "retain_grad": _parse_retain_grad,
+    "get": _parse_get, "release": _parse_release,
+}  # fmt: skip
+# Each kind's fields and parser, found with one lookup.
+_PARSERS = {kind: (FIELDS[kind], parser) for kind, parser in _PARSE.items()}

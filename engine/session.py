@@ -2,7 +2,8 @@
 
 A batch runs under the session's lock inside ``journal.transaction()``: when a command
 fails, every mutation of the batch is undone (tensor values, grads, graphs and their saved
-buffers, names, the RNG state) and the error carries the failing command's index.
+buffers, names, the RNG state) and the error carries the failing command's index. The
+commands themselves run in ``engine.executors``.
 """
 
 from __future__ import annotations
@@ -13,31 +14,16 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy
 
-from engine import autograd, creation, journal
-from engine.backend import on_device, parse_device, release_host_memory, to_numpy
-from engine.commands import (
-    COMMAND_TYPES,
-    Backward,
-    Command,
-    Create,
-    Detach,
-    Get,
-    Grad,
-    Op,
-    Ref,
-    Release,
-    RequiresGrad,
-    RetainGrad,
-    ZeroGrad,
-    parse_ref,
-)
-from engine.dtypes import DTYPES
+from engine import creation, executors, journal
+from engine.autograd import AccumulateGrad
+from engine.backend import on_device, parse_device, release_host_memory
+from engine.commands import Command, Ref
 from engine.errors import (
     EngineError,
     FailedPrecondition,
@@ -46,14 +32,10 @@ from engine.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from engine.grad_mode import set_grad_enabled
-from engine.ops.registry import OPS
+from engine.results import Result, TensorInfo, brief
 from engine.tensor import Tensor
 
-# What ops and factories raise for arguments of the wrong type, value or count; reported as
-# InvalidArgument. Anything else from a command is a bug and propagates as it is.
-BAD_ARGUMENTS = (TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
-SUPPORTED_DTYPES = frozenset(DTYPES.values())
+__all__ = ["Limits", "Result", "Session", "SessionManager", "TensorInfo", "check_batch_size"]
 
 
 @dataclass(frozen=True)
@@ -67,53 +49,12 @@ class Limits:
     max_commands_per_batch: int = 10_000
 
 
-@dataclass(slots=True)
-class TensorInfo:
-    """What a command reports about a tensor; ``value``, ``grad`` and ``repr`` when asked."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    requires_grad: bool
-    is_leaf: bool
-    grad_fn: str | None
-    has_grad: bool
-    value: numpy.ndarray | None = None
-    grad: numpy.ndarray | None = None
-    repr: str | None = None
-
-
-@dataclass(slots=True)
-class Result:
-    """One command's result: the tensors it created or read (``None`` for an unused grad)."""
-
-    kind: str
-    tensors: list[TensorInfo | None] = field(default_factory=list)
-
-
 def check_batch_size(count: int, limits: Limits) -> None:
     if count > limits.max_commands_per_batch:
         raise ResourceExhausted(
             f"batch of {count} commands exceeds the limit of "
             f"{limits.max_commands_per_batch} commands per batch"
         )
-
-
-def info(
-    name: str, t: Tensor, *, value: bool = False, grad: bool = False, text: bool = False
-) -> TensorInfo:
-    return TensorInfo(
-        name=name,
-        shape=t.shape,
-        dtype=t.dtype,
-        requires_grad=t.requires_grad,
-        is_leaf=t.is_leaf,
-        grad_fn=t.grad_fn.name if t.grad_fn is not None else None,
-        has_grad=t.grad is not None,
-        value=to_numpy(t.data).copy() if value else None,
-        grad=to_numpy(t.grad.data).copy() if grad and t.grad is not None else None,
-        repr=repr(t) if text else None,
-    )
 
 
 class Session:
@@ -133,6 +74,9 @@ class Session:
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
         self._next_auto = 1
+        # The batch's undo log for names, flat (no tuple per binding): name, what it was
+        # bound to before (None: nothing), name, ...
+        self._rebound: list[Any] = []
         self.closed = False
 
     def check_token(self, token: str) -> bool:
@@ -143,41 +87,45 @@ class Session:
 
     # ----- names -----
 
-    def _bind(self, name: str, t: Tensor) -> None:
-        old = self.tensors.get(name)
-        journal.record(lambda: self._restore_name(name, old))
-        self.tensors[name] = t
+    def new(self, t: Tensor, name: str | None) -> TensorInfo:
+        """Bind a tensor a command made to ``name`` (server-chosen when None), within limits."""
+        limits = self.limits
+        size = t.data.size
+        if size > limits.max_elements_per_tensor:
+            raise ResourceExhausted(
+                f"tensor of {int(size)} elements exceeds the limit of "
+                f"{limits.max_elements_per_tensor} elements per tensor"
+            )
+        if name is None:
+            name = f"%{self._next_auto}"
+            self._next_auto += 1
+        tensors = self.tensors
+        old = tensors.get(name)
+        rebound = self._rebound
+        rebound.append(name)
+        rebound.append(old)
+        tensors[name] = t
+        if old is None and len(tensors) > limits.max_tensors_per_session:
+            raise ResourceExhausted(
+                f"session holds {len(tensors)} tensors, over the limit of "
+                f"{limits.max_tensors_per_session}"
+            )
+        return brief(name, t)
 
-    def _unbind(self, name: str) -> None:
+    def unbind(self, name: str) -> None:
         old = self.tensors.pop(name)
-        journal.record(lambda: self._restore_name(name, old))
+        self._rebound.append(name)
+        self._rebound.append(old)
 
-    def _restore_name(self, name: str, old: Tensor | None) -> None:
-        if old is None:
-            self.tensors.pop(name, None)
-        else:
-            self.tensors[name] = old
-
-    def _auto_name(self) -> str:
-        n = self._next_auto
-        journal.record(lambda: setattr(self, "_next_auto", n))
-        self._next_auto = n + 1
-        return f"%{n}"
-
-    def _new(self, t: Tensor, name: str | None) -> TensorInfo:
-        if t.numel() > self.limits.max_elements_per_tensor:
-            raise ResourceExhausted(
-                f"tensor of {t.numel()} elements exceeds the limit of "
-                f"{self.limits.max_elements_per_tensor} elements per tensor"
-            )
-        name = name or self._auto_name()
-        self._bind(name, t)
-        if len(self.tensors) > self.limits.max_tensors_per_session:
-            raise ResourceExhausted(
-                f"session holds {len(self.tensors)} tensors, over the limit of "
-                f"{self.limits.max_tensors_per_session}"
-            )
-        return info(name, t)
+    def _restore_names(self) -> None:
+        tensors = self.tensors
+        rebound = self._rebound
+        for i in range(len(rebound) - 2, -1, -2):
+            name, old = rebound[i], rebound[i + 1]
+            if old is None:
+                tensors.pop(name, None)
+            else:
+                tensors[name] = old
 
     def resolve(self, ref: Ref) -> Tensor:
         t = self.tensors.get(ref.name)
@@ -191,12 +139,22 @@ class Session:
             return t.grad
         return t
 
-    def _input(self, value: Any) -> Any:
+    def input(self, value: Any) -> Any:
+        """A command's input: refs become tensors, in lists too."""
         if isinstance(value, Ref):
             return self.resolve(value)
         if isinstance(value, list):
-            return [self._input(v) for v in value]
+            return [self.input(v) for v in value]
         return value
+
+    def name_of(self, t: Tensor) -> str | None:
+        """The name an in-place op's result already has (its first input)."""
+        for name, bound in self.tensors.items():
+            if bound is t:
+                return name
+            if bound.grad is t:
+                return f"{name}.grad"
+        return None
 
     # ----- execution -----
 
@@ -208,21 +166,31 @@ class Session:
                 raise NotFound("session is closed")
             self.last_used = time.monotonic()
             rng_state = self.generator.get_state()
+            next_auto = self._next_auto
+            self._rebound = []
             results: list[Result] = []
-            index = 0
+            append = results.append
+            run = executors.EXECUTORS.get
             try:
                 with journal.transaction(), on_device(self.device):
-                    for index in range(len(commands)):
-                        results.append(self._run(commands[index]))
+                    for command in commands:
+                        executor = run(type(command))
+                        if executor is None:
+                            raise InvalidArgument(
+                                f"not a command: {type(command).__name__} (use parse())"
+                            )
+                        append(executor(self, command))
                     self._check_bytes()
-            except EngineError as exc:
+            except BaseException as exc:
+                self._restore_names()
+                self._next_auto = next_auto
                 self.generator.set_state(rng_state)
-                exc.command_index = index
-                raise
-            except BaseException:
-                self.generator.set_state(rng_state)
+                if isinstance(exc, EngineError):
+                    # The commands before it ran; a failed byte count is the last command's.
+                    exc.command_index = min(len(results), max(len(commands) - 1, 0))
                 raise
             finally:
+                self._rebound = []
                 self.last_used = time.monotonic()  # a long batch is use until its end
             return results
 
@@ -234,262 +202,58 @@ class Session:
                 f"{self.limits.max_bytes_per_session} bytes per session"
             )
 
-    def _run(self, command: Command) -> Result:
-        if not isinstance(command, COMMAND_TYPES):
-            raise InvalidArgument(f"not a command: {type(command).__name__} (use parse())")
-        handler: Callable[[Any], list[TensorInfo | None]] = getattr(self, f"_do_{command.kind}")
-        return Result(command.kind, handler(command))
-
-    def _do_create(self, c: Create) -> list[TensorInfo | None]:
-        try:
-            t = self._create(c)
-        except BAD_ARGUMENTS as exc:
-            raise InvalidArgument(f"bad arguments for factory '{c.factory}': {exc}") from exc
-        return [self._new(t, c.name)]
-
-    def _create(self, c: Create) -> Tensor:
-        kwargs: dict[str, Any] = {"dtype": c.dtype, "requires_grad": c.requires_grad}
-        args = [self._input(a) for a in c.args]
-        factory = getattr(creation, c.factory)
-        if c.factory == "tensor":
-            return creation.tensor(c.data, device=self.device, **kwargs)
-        if c.factory.endswith("_like"):
-            if not args or not isinstance(args[0], Tensor):
-                raise InvalidArgument(f"{c.factory} needs a tensor as its first argument")
-            return factory(*args, **kwargs)  # type: ignore[no-any-return]
-        if c.factory in ("zeros", "ones", "empty", "rand", "randn"):
-            size = _size(args)
-            self._check_numel(size)
-            if c.factory in ("rand", "randn"):
-                kwargs["generator"] = self.generator
-            return factory(size, device=self.device, **kwargs)  # type: ignore[no-any-return]
-        if c.factory == "full":
-            if len(args) != 2:
-                raise InvalidArgument("full expects a size and a fill value")
-            self._check_numel(_size(args[:1]))
-        elif c.factory == "arange":
-            self._check_range(args)
-        elif c.factory == "eye":
-            self._check_numel(args[:2] if len(args) > 1 else args[:1] * 2)  # eye(n) is n x n
-        elif c.factory == "linspace":
-            self._check_numel(args[2:3])
-        return factory(*args, device=self.device, **kwargs)  # type: ignore[no-any-return]
-
-    def _check_numel(self, shape: Any) -> None:
-        numel = 1
-        for n in shape:
-            if not isinstance(n, int) or isinstance(n, bool):
-                raise InvalidArgument(f"sizes must be integers, got {n!r}")
-            numel *= max(n, 0)
-        if numel > self.limits.max_elements_per_tensor:
-            raise ResourceExhausted(
-                f"tensor of {numel} elements exceeds the limit of "
-                f"{self.limits.max_elements_per_tensor} elements per tensor"
-            )
-
-    def _check_range(self, args: list[Any]) -> None:
-        if not 1 <= len(args) <= 3 or not all(
-            isinstance(a, int | float) and math.isfinite(a) for a in args
-        ):
-            raise InvalidArgument("arange expects finite numbers: end, or start, end[, step]")
-        start, end, step = (
-            (0, args[0], 1) if len(args) == 1 else (*args[:2], args[2] if len(args) > 2 else 1)
-        )
-        if step and abs((end - start) / step) > self.limits.max_elements_per_tensor:
-            raise ResourceExhausted(
-                f"arange of {int(abs((end - start) / step))} elements exceeds the limit of "
-                f"{self.limits.max_elements_per_tensor} elements per tensor"
-            )
-
-    def _do_op(self, c: Op) -> list[TensorInfo | None]:
-        fn = OPS.get(c.op)
-        if fn is None:
-            raise InvalidArgument(f"unknown op '{c.op}'")
-        inputs = [self._input(v) for v in c.inputs]
-        if c.op in ("cat", "stack") and len(inputs) == 1 and isinstance(inputs[0], list):
-            inputs = inputs[0]
-        if any(isinstance(v, list) and any(isinstance(t, Tensor) for t in v) for v in inputs):
-            raise InvalidArgument(f"op '{c.op}' takes no list of tensors (cat and stack take one)")
-        if not any(isinstance(v, Tensor) for v in inputs):
-            raise InvalidArgument(f"op '{c.op}' needs at least one tensor among its inputs")
-        attrs = dict(c.attrs)
-        if c.op == "index" and "key" in attrs:
-            attrs["key"] = self._key(attrs["key"])
-        try:
-            if c.no_grad:
-                with set_grad_enabled(False):
-                    out = fn(*inputs, **attrs)
-            else:
-                out = fn(*inputs, **attrs)
-        except BAD_ARGUMENTS as exc:
-            raise InvalidArgument(f"bad arguments for op '{c.op}': {exc}") from exc
-        outputs = list(out) if isinstance(out, tuple | list) else [out]
-        for t in outputs:
-            if not isinstance(t, Tensor) or t.data.dtype not in SUPPORTED_DTYPES:
-                kind = t.data.dtype if isinstance(t, Tensor) else type(t).__name__
-                raise InvalidArgument(f"op '{c.op}' gives {kind}, which is not a supported tensor")
-        names: list[str | None] = [c.name] * (1 if c.name else len(outputs))
-        if c.names:
-            names = [*c.names]
-        if len(names) != len(outputs):
-            raise InvalidArgument(
-                f"op '{c.op}' returns {len(outputs)} tensors but {len(names)} names were given"
-            )
-        results: list[TensorInfo | None] = []
-        for t, name in zip(outputs, names, strict=True):
-            existing = self._name_of(t) if c.op.endswith("_") else None
-            # An in-place result keeps its name; a given name becomes an alias (y = x.add_(1)).
-            results.append(info(existing, t) if existing and not name else self._new(t, name))
-        return results
-
-    def _name_of(self, t: Tensor) -> str | None:
-        """The name an in-place op's result already has (its first input)."""
-        for name, bound in self.tensors.items():
-            if bound is t:
-                return name
-            if bound.grad is t:
-                return f"{name}.grad"
-        return None
-
-    def _key(self, key: Any) -> Any:
-        items = key if isinstance(key, list) else [key]
-        out: list[Any] = []
-        for item in items:
-            if item == "...":
-                out.append(Ellipsis)
-            elif isinstance(item, dict) and set(item) == {"slice"}:
-                bounds = item["slice"]
-                if (
-                    not isinstance(bounds, list)
-                    or len(bounds) > 3
-                    or not all(b is None or _is_int(b) for b in bounds)
-                ):
-                    raise InvalidArgument("a slice is {'slice': [start, stop, step]} (integers)")
-                out.append(slice(*bounds))
-            elif isinstance(item, dict) and set(item) == {"tensor"}:
-                out.append(self.resolve(parse_ref(item["tensor"])))
-            elif item is None or isinstance(item, int | list):
-                out.append(item)
-            else:
-                raise InvalidArgument(f"invalid index item {item!r}")
-        return tuple(out)
-
-    def _do_backward(self, c: Backward) -> list[TensorInfo | None]:
-        t = self.resolve(c.tensor)
-        gradient = self.resolve(c.gradient) if c.gradient is not None else None
-        inputs = [self.resolve(r) for r in c.inputs] if c.inputs is not None else None
-        autograd.backward(
-            t,
-            None if gradient is None else [gradient],
-            retain_graph=c.retain_graph,
-            create_graph=c.create_graph,
-            inputs=inputs,
-        )
-        return []
-
-    def _do_grad(self, c: Grad) -> list[TensorInfo | None]:
-        grads = autograd.grad(
-            [self.resolve(r) for r in c.outputs],
-            [self.resolve(r) for r in c.inputs],
-            grad_outputs=None
-            if c.grad_outputs is None
-            else [self.resolve(r) for r in c.grad_outputs],
-            retain_graph=c.retain_graph,
-            create_graph=c.create_graph,
-            allow_unused=c.allow_unused,
-        )
-        names: list[str | None] = [*c.names] if c.names else [None] * len(grads)
-        if len(names) != len(grads):
-            raise InvalidArgument(
-                f"grad returns {len(grads)} tensors but {len(names)} names were given"
-            )
-        return [None if g is None else self._new(g, n) for g, n in zip(grads, names, strict=True)]
-
-    def _do_detach(self, c: Detach) -> list[TensorInfo | None]:
-        return [self._new(self.resolve(c.tensor).detach(), c.name)]
-
-    def _do_zero_grad(self, c: ZeroGrad) -> list[TensorInfo | None]:
-        for ref in c.tensors:
-            t = self.resolve(ref)
-            if c.set_to_none:
-                t.set_grad(None)
-            elif t.grad is not None:
-                t.grad.write_(t.xp.zeros_like(t.grad.data))
-        return []
-
-    def _do_requires_grad(self, c: RequiresGrad) -> list[TensorInfo | None]:
-        t = self.resolve(c.tensor)
-        t.requires_grad_(c.requires_grad)
-        return [info(str(c.tensor), t)]
-
-    def _do_retain_grad(self, c: RetainGrad) -> list[TensorInfo | None]:
-        t = self.resolve(c.tensor)
-        t.retain_grad()
-        return [info(str(c.tensor), t)]
-
-    def _do_get(self, c: Get) -> list[TensorInfo | None]:
-        t = self.resolve(c.tensor)
-        return [info(str(c.tensor), t, value=c.value, grad=c.grad, text=c.repr)]
-
-    def _do_release(self, c: Release) -> list[TensorInfo | None]:
-        for name in c.names:
-            if name not in self.tensors:
-                raise NotFound(f"no tensor named '{name}' in this session")
-            self._unbind(name)
-        return []
-
     # ----- accounting -----
 
-    def arrays(self) -> Iterator[Any]:
+    def arrays(self) -> list[Any]:
         """Every array the session keeps alive: values, grads and saved buffers."""
-        seen_nodes: set[int] = set()
-        stack: list[Any] = []
-        for t in self.tensors.values():
-            yield from _tensor_arrays(t, stack)
+        # One flat loop over tensors and graph nodes (this runs after every batch): the None
+        # of a missing edge is marked seen up front, so it is skipped like a visited node.
+        seen = {id(None)}
+        mark = seen.add
+        stack: list[Any] = list(self.tensors.values())
+        push = stack.append
+        pop = stack.pop
+        arrays: list[Any] = []
+        keep = arrays.append
         while stack:
-            node = stack.pop()
-            if id(node) in seen_nodes:
+            obj = pop()
+            key = id(obj)
+            if key in seen:
                 continue
-            seen_nodes.add(id(node))
-            if isinstance(node, autograd.AccumulateGrad):  # keeps its leaf alive, released or not
-                yield from _tensor_arrays(node.variable, stack)
-                continue
-            if node.inputs is not None and node.arrays is not None:
-                yield from (a for a in node.arrays if hasattr(a, "nbytes"))
-            if node.out is not None:
-                yield node.out
-            stack.extend(e for e in node.edges if e is not None)
+            mark(key)
+            kind = type(obj)
+            if kind is Tensor:
+                keep(obj.data)
+                if obj.grad_fn is not None:
+                    push(obj.grad_fn)
+                grad = obj.grad
+                if grad is not None:
+                    keep(grad.data)
+                    if grad.grad_fn is not None:  # a grad from create_graph=True keeps its graph
+                        push(grad.grad_fn)
+            elif kind is AccumulateGrad:  # keeps its leaf alive, released or not
+                push(obj.variable)
+            else:
+                if obj.inputs is not None and obj.arrays is not None:
+                    arrays.extend(obj.arrays)  # with Python numbers, skipped below
+                if obj.out is not None:
+                    keep(obj.out)
+                stack.extend(obj.edges)
+        return arrays
 
     def bytes_held(self) -> int:
         """Bytes of distinct memory the session holds (views counted once, by their base)."""
         bases: dict[int, int] = {}
+        ndarray = numpy.ndarray
         for a in self.arrays():
-            base = a
-            while getattr(base, "base", None) is not None:
-                base = base.base
-            bases[id(base)] = int(getattr(base, "nbytes", 0))
+            if type(a) is not ndarray and not hasattr(a, "nbytes"):
+                continue
+            base = a.base
+            while base is not None:
+                a = base
+                base = a.base
+            bases[id(a)] = a.nbytes
         return sum(bases.values())
-
-
-def _tensor_arrays(t: Tensor, stack: list[Any]) -> Iterator[Any]:
-    """A tensor's value and grad; the graphs behind them go on ``stack``."""
-    yield t.data
-    if t.grad_fn is not None:
-        stack.append(t.grad_fn)
-    if t.grad is not None:
-        yield t.grad.data
-        if t.grad.grad_fn is not None:  # a grad from create_graph=True keeps its graph
-            stack.append(t.grad.grad_fn)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _size(args: list[Any]) -> list[Any]:
-    """A size given as one list (``zeros([2, 3])``) or as several numbers (``zeros(2, 3)``)."""
-    size = args[0] if len(args) == 1 and isinstance(args[0], list | tuple) else args
-    return list(size)
 
 
 class SessionManager:
@@ -522,7 +286,7 @@ class SessionManager:
         if device is not None and not isinstance(device, str):
             raise InvalidArgument(f"device must be a string, got {device!r}")
         dev = parse_device(device)
-        if not _is_int(seed) or seed < 0:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise InvalidArgument(f"seed must be a non-negative integer, got {seed!r}")
         ttl = self.default_ttl if ttl is None else ttl
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl < math.inf:
@@ -547,7 +311,7 @@ class SessionManager:
         capped: dict[str, int] = {}
         for f in fields(Limits):
             asked, cap = getattr(limits, f.name), getattr(self.limits, f.name)
-            if not _is_int(asked) or asked < 1:
+            if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
                 raise InvalidArgument(f"{f.name} must be a positive integer, got {asked!r}")
             capped[f.name] = min(asked, cap)
         return Limits(**capped)

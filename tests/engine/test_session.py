@@ -591,7 +591,7 @@ def test_get_reports_metadata_and_what_was_asked(session: Session) -> None:
 def test_release(session: Session) -> None:
     run(session, create("a", 1.0), create("b", 2.0), op(None, "neg", "a"))
     results = run(session, {"kind": "release", "names": ["a", "%1"]})
-    assert results[0].kind == "release" and results[0].tensors == []
+    assert results[0].kind == "release" and results[0].tensors == ()
     assert sorted(session.tensors) == ["b"]
     fails(session, NotFound, {"kind": "release", "names": ["b", "a"]})
     assert sorted(session.tensors) == ["b"]
