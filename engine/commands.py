@@ -1,17 +1,20 @@
 """The command vocabulary both frontends speak: plain, serializable data.
 
-``parse`` turns a JSON-like dict into one of the command dataclasses below (validating
-shapes of fields, never touching a session); ``engine.session`` executes them. A tensor
-reference is a name, or ``{"grad_of": name}`` for that tensor's ``.grad``.
+``parse`` turns a JSON-like dict into one of the commands below (validating shapes of
+fields, never touching a session); ``engine.session`` executes them. A command is a named
+tuple: immutable, picklable, and built without an ``__init__`` frame, which counts in a
+batch of thousands. A tensor reference is a name, or ``{"grad_of": name}`` for that
+tensor's ``.grad``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from engine.dtypes import dtype_from_name
 from engine.errors import EngineError, InvalidArgument
@@ -36,52 +39,53 @@ class Ref:
 
 
 Scalar = bool | int | float
+NO_ATTRS: Mapping[str, Any] = MappingProxyType({})  # shared: a command is never changed
 
 
-@dataclass(slots=True)
-class Create:
+class Create(NamedTuple):
     """A new tensor from data or a factory (``arange``, ``randn`` from the session's RNG, ...)."""
 
-    kind: ClassVar[str] = "create"
-
     factory: str = "tensor"
-    args: list[Any] = field(default_factory=list)
+    args: Sequence[Any] = ()
     data: Any = None
     dtype: str | None = None
     requires_grad: bool = False
     name: str | None = None
 
+    @property
+    def kind(self) -> str:
+        return "create"
 
-@dataclass(slots=True)
-class Op:
+
+class Op(NamedTuple):
     """Apply a registered op to inputs (refs, scalars, lists of refs) with attributes."""
 
-    kind: ClassVar[str] = "op"
-
     op: str
-    inputs: list[Any] = field(default_factory=list)
-    attrs: dict[str, Any] = field(default_factory=dict)
+    inputs: Sequence[Any] = ()
+    attrs: Mapping[str, Any] = NO_ATTRS
     name: str | None = None
     names: list[str] | None = None
     no_grad: bool = False
 
+    @property
+    def kind(self) -> str:
+        return "op"
 
-@dataclass(slots=True)
-class Backward:
-    kind: ClassVar[str] = "backward"
 
+class Backward(NamedTuple):
     tensor: Ref
     gradient: Ref | None = None
     retain_graph: bool | None = None
     create_graph: bool = False
     inputs: list[Ref] | None = None
 
+    @property
+    def kind(self) -> str:
+        return "backward"
 
-@dataclass(slots=True)
-class Grad:
+
+class Grad(NamedTuple):
     """Functional gradients; results are bound to ``names`` (server-chosen when absent)."""
-
-    kind: ClassVar[str] = "grad"
 
     outputs: list[Ref]
     inputs: list[Ref]
@@ -91,64 +95,74 @@ class Grad:
     allow_unused: bool = False
     names: list[str] | None = None
 
+    @property
+    def kind(self) -> str:
+        return "grad"
 
-@dataclass(slots=True)
-class Detach:
-    kind: ClassVar[str] = "detach"
 
+class Detach(NamedTuple):
     tensor: Ref
     name: str | None = None
 
+    @property
+    def kind(self) -> str:
+        return "detach"
 
-@dataclass(slots=True)
-class ZeroGrad:
+
+class ZeroGrad(NamedTuple):
     """Zero the grads of ``tensors`` in place, or drop them with ``set_to_none``."""
-
-    kind: ClassVar[str] = "zero_grad"
 
     tensors: list[Ref]
     set_to_none: bool = False
 
+    @property
+    def kind(self) -> str:
+        return "zero_grad"
 
-@dataclass(slots=True)
-class RequiresGrad:
-    kind: ClassVar[str] = "requires_grad"
 
+class RequiresGrad(NamedTuple):
     tensor: Ref
     requires_grad: bool = True
 
+    @property
+    def kind(self) -> str:
+        return "requires_grad"
 
-@dataclass(slots=True)
-class RetainGrad:
-    kind: ClassVar[str] = "retain_grad"
 
+class RetainGrad(NamedTuple):
     tensor: Ref
 
+    @property
+    def kind(self) -> str:
+        return "retain_grad"
 
-@dataclass(slots=True)
-class Get:
+
+class Get(NamedTuple):
     """Read a tensor: metadata always, and its value, grad and repr when asked."""
-
-    kind: ClassVar[str] = "get"
 
     tensor: Ref
     value: bool = False
     grad: bool = False
     repr: bool = False
 
+    @property
+    def kind(self) -> str:
+        return "get"
 
-@dataclass(slots=True)
-class Release:
-    kind: ClassVar[str] = "release"
 
+class Release(NamedTuple):
     names: list[str]
+
+    @property
+    def kind(self) -> str:
+        return "release"
 
 
 Command = (
     Create | Op | Backward | Grad | Detach | ZeroGrad | RequiresGrad | RetainGrad | Get | Release
 )
 
-KINDS: dict[str, type] = {
+KINDS: dict[str, type[Command]] = {
     "create": Create, "op": Op, "backward": Backward, "grad": Grad, "detach": Detach,
     "zero_grad": ZeroGrad, "requires_grad": RequiresGrad, "retain_grad": RetainGrad,
     "get": Get, "release": Release,
@@ -156,10 +170,11 @@ KINDS: dict[str, type] = {
 
 
 FIELDS: dict[str, frozenset[str]] = {
-    kind: frozenset({"kind", *(f.name for f in fields(cls))}) for kind, cls in KINDS.items()
+    kind: frozenset({"kind", *cls._fields}) for kind, cls in KINDS.items()
 }
 COMMAND_TYPES = tuple(KINDS.values())
 _SCALARS = frozenset({bool, int, float})
+_new = tuple.__new__
 _ABSENT: Any = object()
 
 # Names validated once, and Refs to them (a Ref is immutable): a batch names the same few
@@ -267,13 +282,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _factory_args(factory: str, args: list[Any]) -> list[Any]:
+def _factory_args(factory: str, args: list[Any]) -> Sequence[Any]:
     """Check a factory's positional arguments: sizes, numbers, and a tensor for ``*_like``."""
     n = len(args)
     if factory == "tensor":
         if args:
             raise InvalidArgument("the 'tensor' factory takes 'data', not 'args'")
-        return []
+        return ()
     if factory.endswith("_like"):
         want = 2 if factory == "full_like" else 1
         if n != want:
@@ -368,7 +383,7 @@ def _parse_op(body: dict[str, Any]) -> Op:
         raise InvalidArgument("'inputs' must be a list")
     attrs = body.get("attrs", _ABSENT)
     if attrs is _ABSENT:
-        attrs = {}
+        attrs = NO_ATTRS
     elif not isinstance(attrs, dict) or not all(isinstance(k, str) for k in attrs):
         raise InvalidArgument("'attrs' must be an object")
     name = body.get("name")
@@ -382,7 +397,7 @@ def _parse_op(body: dict[str, Any]) -> Op:
     no_grad = body.get("no_grad")
     if no_grad is not None and no_grad is not True and no_grad is not False:
         _bool(body, "no_grad", False)
-    return Op(op, inputs, attrs, name, names, no_grad is True)
+    return _new(Op, (op, inputs, attrs, name, names, no_grad is True))  # type: ignore[no-any-return]
 
 
 def _parse_create(body: dict[str, Any]) -> Create:

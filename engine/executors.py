@@ -50,13 +50,14 @@ _new = tuple.__new__
 def run_op(s: Session, c: Op) -> Result:
     """Apply an op. The common case (refs and scalars in, one new tensor out) takes one
     pass over the inputs; lists, in-place ops and several results go the general way."""
-    fn = OPS.get(c.op)
+    op, inputs, attrs, name, names, no_grad = c
+    fn = OPS.get(op)
     if fn is None:
-        raise InvalidArgument(f"unknown op '{c.op}'")
+        raise InvalidArgument(f"unknown op '{op}'")
     tensors = s.tensors
     args: list[Any] = []
     has_tensor = False
-    for v in c.inputs:
+    for v in inputs:
         if type(v) is Ref:
             t = None if v.grad else tensors.get(v.name)
             args.append(s.resolve(v) if t is None else t)
@@ -66,13 +67,17 @@ def run_op(s: Session, c: Op) -> Result:
         else:
             args.append(v)
     if not has_tensor:
-        raise InvalidArgument(f"op '{c.op}' needs at least one tensor among its inputs")
-    out = _call(s, fn, c, args)
-    if type(out) is not Tensor or c.names or c.op[-1] == "_":
+        raise InvalidArgument(f"op '{op}' needs at least one tensor among its inputs")
+    if attrs or no_grad:
+        out = _call(s, fn, c, args)
+    else:
+        try:
+            out = fn(*args)
+        except BAD_ARGUMENTS as exc:
+            raise _bad_arguments(c, exc) from exc
+    if type(out) is not Tensor or names or op[-1] == "_" or out.data.dtype not in SUPPORTED_DTYPES:
         return _results(s, c, out)
-    if out.data.dtype not in SUPPORTED_DTYPES:
-        _unsupported(c, out)
-    return _new(Result, ("op", (s.new(out, c.name),)))  # type: ignore[no-any-return]
+    return _new(Result, ("op", (s.new(out, name),)))  # type: ignore[no-any-return]
 
 
 def _run_op_general(s: Session, c: Op, fn: Callable[..., Any]) -> Result:
@@ -96,7 +101,11 @@ def _call(s: Session, fn: Callable[..., Any], c: Op, args: list[Any]) -> Any:
                 return fn(*args, **attrs)
         return fn(*args, **attrs) if attrs else fn(*args)
     except BAD_ARGUMENTS as exc:
-        raise InvalidArgument(f"bad arguments for op '{c.op}': {exc}") from exc
+        raise _bad_arguments(c, exc) from exc
+
+
+def _bad_arguments(c: Op, exc: Exception) -> InvalidArgument:
+    return InvalidArgument(f"bad arguments for op '{c.op}': {exc}")
 
 
 def _unsupported(c: Op, t: Any) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy
 
 from engine import creation, executors, journal
+from engine.accounting import process_bytes_bound
 from engine.autograd import AccumulateGrad
 from engine.backend import on_device, parse_device, release_host_memory
 from engine.commands import Command, Ref
@@ -195,11 +196,14 @@ class Session:
             return results
 
     def _check_bytes(self) -> None:
+        limit = self.limits.max_bytes_per_session
+        bound = process_bytes_bound()
+        if bound is not None and bound <= limit:
+            return  # the whole process holds less: no need to count this session's bytes
         held = self.bytes_held()
-        if held > self.limits.max_bytes_per_session:
+        if held > limit:
             raise ResourceExhausted(
-                f"session would hold {held} bytes, over the limit of "
-                f"{self.limits.max_bytes_per_session} bytes per session"
+                f"session would hold {held} bytes, over the limit of {limit} bytes per session"
             )
 
     # ----- accounting -----

@@ -143,3 +143,44 @@ def snapshot(session: Session) -> dict[str, Any]:
         "rng": session.generator.get_state(),
         "next_auto": session._next_auto,
     }
+
+
+# ----- the byte count, as first written: the oracle for Session.bytes_held -----
+
+
+def reference_bytes(session: Session) -> int:
+    """Distinct bytes of every array reachable from the session's tensors, by their base."""
+    arrays: list[Any] = []
+    stack: list[Any] = []
+    seen: set[int] = set()
+
+    def tensor(t: Tensor) -> None:
+        arrays.append(t.data)
+        if t.grad_fn is not None:
+            stack.append(t.grad_fn)
+        if t.grad is not None:
+            arrays.append(t.grad.data)
+            if t.grad.grad_fn is not None:
+                stack.append(t.grad.grad_fn)
+
+    for t in session.tensors.values():
+        tensor(t)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, autograd.AccumulateGrad):
+            tensor(node.variable)
+            continue
+        if node.inputs is not None and node.arrays is not None:
+            arrays.extend(a for a in node.arrays if hasattr(a, "nbytes"))
+        if node.out is not None:
+            arrays.append(node.out)
+        stack.extend(e for e in node.edges if e is not None)
+    bases: dict[int, int] = {}
+    for a in arrays:
+        while getattr(a, "base", None) is not None:
+            a = a.base
+        bases[id(a)] = int(a.nbytes)
+    return sum(bases.values())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +30,7 @@ from tests.engine.session_state import (
     grad,
     op,
     open_session,
+    reference_bytes,
     run,
     snapshot,
     value,
@@ -356,7 +356,7 @@ REQUIRED = {
 
 
 def _body(kind: str) -> st.SearchStrategy[dict[str, Any]]:
-    fields = [f.name for f in dataclasses.fields(KINDS[kind])]
+    fields = list(KINDS[kind]._fields)
     strategy = {f: mostly(VALID.get(f, st.booleans())) for f in fields}
     if kind == "grad":
         strategy["inputs"] = mostly(st.lists(st.sampled_from(["x", "w", "keepg"]), min_size=1))
@@ -389,6 +389,7 @@ def test_random_commands_fail_typed_and_change_nothing(
         except EngineError as exc:
             assert exc.command_index is not None and 0 <= exc.command_index < len(bodies)
             assert snapshot(s) == before
+        assert s.bytes_held() == reference_bytes(s)
     finally:
         small.close(s.id, s._token)
 
