@@ -1,8 +1,9 @@
 """An undo log for the engine's in-place mutations, so a batch of commands can roll back.
 
-Every place that mutates existing state (a tensor's values, version, grad, flags; a node's
-saved buffers) calls ``record`` with a closure that undoes it. Outside a transaction the
-call costs one attribute read.
+Every place in the engine that mutates existing state (a tensor's values, version, grad,
+flags; a node's saved buffers) calls ``record`` with a closure that undoes it. Outside a
+transaction the call costs one attribute read. A session's names, rebound by most commands
+of a batch, keep their own log of (name, previous tensor) instead: no closure per binding.
 """
 
 from __future__ import annotations
