@@ -38,7 +38,6 @@ class Ref:
         return f"{self.name}.grad" if self.grad else self.name
 
 
-Scalar = bool | int | float
 NO_ATTRS: Mapping[str, Any] = MappingProxyType({})  # shared: a command is never changed
 
 
@@ -172,7 +171,6 @@ KINDS: dict[str, type[Command]] = {
 FIELDS: dict[str, frozenset[str]] = {
     kind: frozenset({"kind", *cls._fields}) for kind, cls in KINDS.items()
 }
-COMMAND_TYPES = tuple(KINDS.values())
 _SCALARS = frozenset({bool, int, float})
 _new = tuple.__new__
 _ABSENT: Any = object()
@@ -184,18 +182,14 @@ _NAMES: set[str] = set()
 _CACHE_MAX = 4096
 
 
-def _is_name(name: Any) -> bool:
-    """``NAME``, without a regex: ASCII identifiers are exactly ``[A-Za-z_][A-Za-z0-9_]*``."""
-    return type(name) is str and name.isascii() and name.isidentifier() and len(name) <= 64
-
-
 def check_name(name: Any) -> str:
-    if not _is_name(name):
+    # ASCII identifiers are exactly [A-Za-z_][A-Za-z0-9_]*: no regex needed.
+    if not (type(name) is str and name.isascii() and name.isidentifier() and len(name) <= 64):
         raise InvalidArgument(
             f"invalid tensor name {name!r}: use 1-64 letters, digits or underscores, not "
             "starting with a digit"
         )
-    return name  # type: ignore[no-any-return]
+    return name
 
 
 def _remember(name: str) -> None:
