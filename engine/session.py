@@ -97,7 +97,7 @@ class Session:
                 f"tensor of {int(size)} elements exceeds the limit of "
                 f"{limits.max_elements_per_tensor} elements per tensor"
             )
-        if name is None:
+        if not name:
             name = f"%{self._next_auto}"
             self._next_auto += 1
         tensors = self.tensors
