@@ -14,7 +14,8 @@ The bound adds up, from the allocators themselves:
 The engine's arrays own buffers from these allocators or view Python objects; none maps a
 file.
 
-Where glibc is not the allocator (musl, macOS) there is no bound and the walk always runs.
+Where glibc's ``malloc`` is not the allocator (musl, macOS, a preloaded jemalloc) there is no
+bound and the walk always runs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import ctypes
 import ctypes.util
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from engine.backend import pool_bytes
 
@@ -41,15 +43,25 @@ class _Mallinfo2(ctypes.Structure):
 
 
 def _mallinfo2() -> Callable[[], _Mallinfo2] | None:
+    """glibc's ``mallinfo2`` (2.33 and later), if glibc's ``malloc`` is the process's."""
     if ctypes.util.find_library("c") != "libc.so.6":
         return None
     try:
-        fn = ctypes.CDLL("libc.so.6").mallinfo2  # glibc 2.33 and later
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.mallinfo2
+        process = ctypes.CDLL(None)  # what the process's own calls resolve to
     except (OSError, AttributeError):
+        return None
+    # A preloaded allocator (jemalloc, tcmalloc) takes malloc over: glibc's heap says nothing.
+    if _address(process.malloc) != _address(libc.malloc):
         return None
     fn.restype = _Mallinfo2
     fn.argtypes = []
     return fn  # type: ignore[no-any-return]
+
+
+def _address(fn: Any) -> int | None:
+    return ctypes.cast(fn, ctypes.c_void_p).value
 
 
 _MALLINFO2 = _mallinfo2()
