@@ -225,7 +225,7 @@ def test_soak_ten_thousand_sessions_without_growth() -> None:
             tracemalloc.stop()
 
     try:
-        started = time.monotonic()
+        started = time.thread_time()  # CPU time: the bound holds on a loaded machine too
         for _ in range(200):  # warm caches (imports, interned names) before measuring
             cycle()
         first = traced_window(1000)
@@ -238,6 +238,6 @@ def test_soak_ten_thousand_sessions_without_growth() -> None:
         assert first < 20_000 and last < 20_000, (first, last)  # < 20 bytes per session
         if rss_first is not None and rss_last is not None:
             assert rss_last - rss_first < 8 << 20, (rss_first, rss_last)
-        assert time.monotonic() - started < 20
+        assert time.thread_time() - started < 20
     finally:
         manager.shutdown()
