@@ -52,7 +52,10 @@ class SessionInfo:
 
 
 T = TypeVar("T")
-_SCALARS = (bool, int, float)
+# What a small op may hold, tested by exact type: JSON and protobuf decode to no subclasses.
+_ELEMENTWISE = frozenset(name for name, primitive in PRIMITIVES.items() if primitive.elementwise)
+_SCALAR_TYPES = frozenset((bool, int, float))
+_ATTR_TYPES = _SCALAR_TYPES | {str, type(None)}
 
 
 class DataPlane:
@@ -135,22 +138,18 @@ class DataPlane:
         command = commands[0]
         if not isinstance(command, dict) or command.get("kind") != "op":
             return False
-        primitive = PRIMITIVES.get(command.get("op"))  # type: ignore[arg-type]
-        attrs = command.get("attrs") or {}
-        inputs = command.get("inputs")
-        if primitive is None or not primitive.elementwise or not isinstance(attrs, dict):
+        inputs, attrs = command.get("inputs"), command.get("attrs") or {}
+        if command.get("op") not in _ELEMENTWISE or type(inputs) is not list:
             return False
-        if not isinstance(inputs, list) or not all(
-            value is None or isinstance(value, (*_SCALARS, str)) for value in attrs.values()
-        ):
+        if type(attrs) is not dict or not all(type(v) in _ATTR_TYPES for v in attrs.values()):
             return False
         shapes = []
         for value in inputs:
-            if isinstance(value, _SCALARS):
-                continue
-            if isinstance(value, str):
+            if type(value) is str:
                 tensor = session.tensors.get(value)
-            elif isinstance(value, dict) and isinstance(value.get("grad_of"), str):
+            elif type(value) in _SCALAR_TYPES:
+                continue
+            elif type(value) is dict and type(value.get("grad_of")) is str:
                 tensor = session.tensors.get(value["grad_of"])
                 tensor = None if tensor is None else tensor.grad
             else:
@@ -242,10 +241,13 @@ class DataPlane:
 
 def _broadcast_numel(shapes: Sequence[tuple[int, ...]]) -> int:
     """The element count of the shapes' broadcast, or more when they do not broadcast."""
-    numel = 1
-    for axis in range(1, max((len(shape) for shape in shapes), default=0) + 1):
-        numel *= max((shape[-axis] for shape in shapes if len(shape) >= axis), default=1)
-    return numel
+    if len(shapes) == 1:
+        return math.prod(shapes[0])
+    dims = [1] * max((len(shape) for shape in shapes), default=0)
+    for shape in shapes:
+        for axis, n in enumerate(shape, len(dims) - len(shape)):
+            dims[axis] = max(dims[axis], n)
+    return math.prod(dims)
 
 
 def _decode_payload(body: Any) -> Any:
