@@ -138,8 +138,8 @@ class DataPlane:
         command = commands[0]
         if not isinstance(command, dict) or command.get("kind") != "op":
             return False
-        inputs, attrs = command.get("inputs"), command.get("attrs") or {}
-        if command.get("op") not in _ELEMENTWISE or type(inputs) is not list:
+        name, inputs, attrs = command.get("op"), command.get("inputs"), command.get("attrs") or {}
+        if type(name) is not str or name not in _ELEMENTWISE or type(inputs) is not list:
             return False
         if type(attrs) is not dict or not all(type(v) in _ATTR_TYPES for v in attrs.values()):
             return False
@@ -246,7 +246,8 @@ def _broadcast_numel(shapes: Sequence[tuple[int, ...]]) -> int:
     dims = [1] * max((len(shape) for shape in shapes), default=0)
     for shape in shapes:
         for axis, n in enumerate(shape, len(dims) - len(shape)):
-            dims[axis] = max(dims[axis], n)
+            if dims[axis] == 1 or (n != 1 and n > dims[axis]):
+                dims[axis] = n
     return math.prod(dims)
 
 
