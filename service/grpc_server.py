@@ -137,8 +137,7 @@ class GradientServicer(pb_grpc.GradientServicer):
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteResponse:
         session = self.dataplane.session(request.session_id, token_of(context))
-        results = await self._submit(session, request.commands)
-        return pb.ExecuteResponse(results=results)
+        return await self._submit(session, request.commands)
 
     async def ExecuteStream(
         self, requests: AsyncIterator[pb.ExecuteRequest], context: grpc.aio.ServicerContext
@@ -154,13 +153,12 @@ class GradientServicer(pb_grpc.GradientServicer):
                         "for another session"
                     )
                 session = self.dataplane.session(session_id, token)
-                results = await self._submit(session, request.commands)
+                response = await self._submit(session, request.commands)
             except Exception as exc:  # reported in-band; the stream goes on
                 if not isinstance(exc, EngineError):
                     log.exception("unexpected error in a batch of ExecuteStream")
-                yield pb.ExecuteResponse(error=messages.error(exc))
-            else:
-                yield pb.ExecuteResponse(results=results)
+                response = pb.ExecuteResponse(error=messages.error(exc))
+            yield response
 
     async def _one(
         self, kind: str, request: Any, context: grpc.aio.ServicerContext
@@ -170,21 +168,18 @@ class GradientServicer(pb_grpc.GradientServicer):
             commands: Any = [messages.command(kind, request.command)]
         else:
             commands = lambda: [messages.command(kind, request.command)]
-        return (await self.dataplane.submit(session, commands, _results))[0]
+        return await self.dataplane.submit(session, commands, _first_result)
 
-    async def _submit(
-        self, session: Session, commands: Sequence[pb.Command]
-    ) -> list[pb.CommandResult]:
+    async def _submit(self, session: Session, commands: Sequence[pb.Command]) -> pb.ExecuteResponse:
         if len(commands) == 1 and commands[0].WhichOneof("kind") == "op":
-            return await self.dataplane.submit(session, messages.batch(commands), _results)
-        # Decoding and encoding copy tensor payloads, so they run on the engine's threads.
-        return await self.dataplane.submit(
-            session, functools.partial(messages.batch, commands), _results
-        )
+            decoded: Any = messages.batch(commands)
+        else:  # decoding copies tensor payloads: on the engine's threads
+            decoded = functools.partial(messages.batch, commands)
+        return await self.dataplane.submit(session, decoded, messages.execute_response)
 
 
-def _results(results: list[Result]) -> list[pb.CommandResult]:
-    return [messages.result(r) for r in results]
+def _first_result(results: list[Result]) -> pb.CommandResult:
+    return messages.result(results[0])
 
 
 # ----- errors -----
