@@ -106,8 +106,6 @@ class DataPlane:
             results = self.execute(session, commands)  # type: ignore[arg-type]
             self._small_cost[session] = time.perf_counter() - start
             return finish(results)
-        if not small:  # it may grow the session's graph: the next small batch is measured anew
-            self._small_cost.pop(session, None)
 
         def work(session: Session) -> tuple[T, float]:
             batch = commands() if callable(commands) else commands
@@ -116,10 +114,17 @@ class DataPlane:
             elapsed = time.perf_counter() - start
             return finish(results), elapsed
 
-        out, elapsed = await self._pooled_call(session, work)
         if small:
+            out, elapsed = await self._pooled_call(session, work)
             self._small_cost[session] = elapsed
-        return out
+            return out
+        # It may grow the session's graph: the next small batch is measured anew, including
+        # one that ran before it but reports after it was submitted.
+        self._small_cost.pop(session, None)
+        try:
+            return (await self._pooled_call(session, work))[0]
+        finally:
+            self._small_cost.pop(session, None)
 
     def execute(self, session: Session, commands: list[Any]) -> list[Result]:
         """Parse and run one batch atomically; payloads in ``create.data`` may be JSON tensors."""

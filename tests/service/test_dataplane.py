@@ -213,6 +213,29 @@ async def test_the_first_op_and_the_first_after_a_large_batch_are_measured_on_th
     assert threads[0].startswith("engine") and threads[1] == threading.current_thread().name
 
 
+async def test_a_small_op_measured_before_a_large_batch_ran_is_measured_again() -> None:
+    """One engine thread runs, in order: a hold of the session, a small op (queued behind the
+    hold), a larger batch. The small op reports its cost after the larger batch was submitted:
+    that cost is stale once the batch has grown the graph."""
+    with _plane(workers=1) as plane:
+        session = await _open(plane)
+        await _warm(plane, session)
+        release = threading.Event()
+        holder = asyncio.ensure_future(
+            plane.call(session.id, _token(plane, session), lambda s: release.wait(10))
+        )
+        await asyncio.sleep(0.05)
+        small = asyncio.ensure_future(plane.submit(session, [op("mul", "x", 2)], _where))
+        await asyncio.sleep(0.05)
+        chain = asyncio.ensure_future(plane.submit(session, [op("sin", "y", out="y")] * 20, _where))
+        await asyncio.sleep(0.05)
+        release.set()
+        await holder
+        assert (await small)[0].startswith("engine") and (await chain)[0].startswith("engine")
+        thread, _ = await plane.submit(session, [op("mul", "x", 2)], _where)
+        assert thread.startswith("engine")
+
+
 async def test_a_session_slower_than_the_bound_stays_on_the_pool() -> None:
     with _plane(inline_max_seconds=0.0) as plane:
         session = await _open(plane)
