@@ -50,11 +50,12 @@ ApiKeyDep = Annotated[str | None, Depends(api_key_header)]
 
 @dataclass(frozen=True)
 class SessionHandle:
-    """The data plane bound to one session and its token. The data plane runs each batch,
-    and the encoding of what it returns down to the response's bytes, where it runs
-    engine work (see ``service.dataplane``). The routes return these responses as they are:
-    FastAPI's validation of a returned dict against ``response_model`` (which still
-    documents them) would repeat, on the event loop, what the renderer already guarantees."""
+    """The data plane bound to one session and its token. A batch, and the encoding of its
+    results down to the response's bytes, runs where the data plane runs it: on an engine
+    thread, or on the event loop for a small op (see ``service.dataplane``). The routes
+    return these responses as they are: FastAPI's validation of a returned dict against
+    ``response_model`` (which still documents them) would repeat what the renderer already
+    guarantees."""
 
     plane: DataPlane
     session_id: str
