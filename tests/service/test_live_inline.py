@@ -70,8 +70,8 @@ def test_a_long_batch_stalls_no_small_op_of_another_session(
         ended = time.monotonic()
         behind.join(60)
         during = [seconds for seconds, running in probes if running]
-        assert len(during) >= 10, "the batch ended too soon: make it longer"
-        assert max(during) < 0.5, probes
+        assert len(during) >= 3, "the batch ended too soon: make it longer"
+        assert max(during) < 1.0, probes  # the batch takes seconds
         assert waited and waited[0] >= ended - 0.5, "the busy session's op ran during its batch"
         for remote in (busy, quick, quick_grpc):
             remote.close()
