@@ -34,6 +34,18 @@ class Settings(BaseSettings):
         None, description="When set, creating a session needs this key (X-API-Key / metadata)."
     )
     workers: int = Field(8, ge=1, description="Threads that run engine work off the event loop.")
+    inline_max_elements: int = Field(
+        4096,
+        ge=0,
+        description="A single elementwise op on at most this many elements runs on the event "
+        "loop, sparing the hop to an engine thread (0: every command takes the hop).",
+    )
+    inline_max_seconds: float = Field(
+        0.0005,
+        ge=0,
+        description="Such an op runs on the event loop only if its session's last one took at "
+        "most this many seconds (the session's byte count walks its graph).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )

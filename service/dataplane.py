@@ -1,7 +1,18 @@
 """The one core both frontends call: sessions and batches, as plain data in and out.
 
 Frontends decode their wire format into command dicts (tensor payloads already decoded to
-arrays), call these methods off the event loop, and encode what comes back.
+arrays), hand them to ``DataPlane.submit`` with a function that encodes the results, and
+send what comes back.
+
+Engine work runs on a thread pool, so that one slow session never stalls the others, with
+one exception: a command whose cost is small and bounded runs on the event loop, because
+the hop to a pool thread and back (two cross-thread wakeups, about 250 us on a VM) costs
+several times what the command does. Such a command is one elementwise op (its output has
+its inputs' broadcast shape) on at most ``inline_max_elements`` elements, on the CPU, in a
+session that no pool thread is using or waiting for, whose last such command took at most
+``inline_max_seconds`` (a batch also counts the session's bytes, a walk of its graph, which
+only a measurement bounds). Anything else, and the first command after anything else, goes
+to the pool.
 """
 
 from __future__ import annotations
@@ -10,13 +21,18 @@ import asyncio
 import contextvars
 import functools
 import hmac
-from collections.abc import Callable
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from engine.commands import parse_batch
-from engine.session import Result, SessionManager, TensorInfo, check_batch_size
+from engine.ops.registry import PRIMITIVES
+from engine.session import Result, Session, SessionManager, TensorInfo, check_batch_size
 from service import codec
 from service.config import Settings
 from service.errors import PermissionDenied
@@ -36,25 +52,152 @@ class SessionInfo:
 
 
 T = TypeVar("T")
+# What a small op may hold, tested by exact type: JSON and protobuf decode to no subclasses.
+_ELEMENTWISE = frozenset(name for name, primitive in PRIMITIVES.items() if primitive.elementwise)
+_SCALAR_TYPES = frozenset((bool, int, float))
+_ATTR_TYPES = _SCALAR_TYPES | {str, type(None)}
 
 
 class DataPlane:
     """Sessions, batches and their results, independent of any transport.
 
-    Frontends call ``await dataplane.run(dataplane.execute, ...)``: engine work runs on a
-    thread pool, never on the event loop, so one slow session does not stall the others.
+    ``submit`` runs a batch (inline or on the pool, as the module says); ``call`` runs any
+    other work on a session on the pool; ``run`` runs work that needs no session.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.manager = SessionManager(settings.limits(), default_ttl=settings.session_ttl)
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="engine")
+        # Sessions with work queued or running on the pool, and how much: a session listed
+        # here may take its lock at any moment, so nothing of it runs on the event loop.
+        self._pooled: dict[Session, int] = {}
+        self._pooled_lock = threading.Lock()
+        # Seconds that each session's last small batch took, written on the event loop only.
+        self._small_cost: weakref.WeakKeyDictionary[Session, float] = weakref.WeakKeyDictionary()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn`` on the engine's thread pool."""
+        """Run ``fn`` on the engine's thread pool (the request id goes along)."""
         loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        return await loop.run_in_executor(self._pool, call)  # the request id goes along
+        return await loop.run_in_executor(self._pool, call)
+
+    def session(self, session_id: str, token: str) -> Session:
+        """The session, if the token matches (else Unauthenticated, which says no more)."""
+        return self.manager.get(session_id, token)
+
+    async def call(self, session_id: str, token: str, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` on the engine's thread pool, the session marked as in use."""
+        return await self._pooled_call(self.session(session_id, token), fn)
+
+    async def submit(
+        self,
+        session: Session,
+        commands: list[Any] | Callable[[], list[Any]],
+        finish: Callable[[list[Result]], T],
+    ) -> T:
+        """Run a batch atomically and ``finish`` its results (encode them): on the event loop
+        when the batch is small and cheap, else on the pool; the outcome is the same either
+        way. ``commands`` are command dicts, or a function that decodes them (on the pool:
+        wire messages that may carry large payloads)."""
+        small = not callable(commands) and self._is_small(session, commands)
+        if small and self._may_run_inline(session):
+            start = time.perf_counter()
+            results = self.execute(session, commands)  # type: ignore[arg-type]
+            self._small_cost[session] = time.perf_counter() - start
+            return finish(results)
+
+        def work(session: Session) -> tuple[T, float]:
+            batch = commands() if callable(commands) else commands
+            start = time.perf_counter()
+            results = self.execute(session, batch)
+            elapsed = time.perf_counter() - start
+            return finish(results), elapsed
+
+        if small:
+            out, elapsed = await self._pooled_call(session, work)
+            self._small_cost[session] = elapsed
+            return out
+        # It may grow the session's graph: the next small batch is measured anew, including
+        # one that ran before it but reports after it was submitted.
+        self._small_cost.pop(session, None)
+        try:
+            return (await self._pooled_call(session, work))[0]
+        finally:
+            self._small_cost.pop(session, None)
+
+    def execute(self, session: Session, commands: list[Any]) -> list[Result]:
+        """Parse and run one batch atomically; payloads in ``create.data`` may be JSON tensors."""
+        if isinstance(commands, list):
+            check_batch_size(len(commands), session.limits)
+        return session.execute(parse_batch(commands, prepare=_decode_payload))
+
+    # ----- where a batch runs -----
+
+    def _is_small(self, session: Session, commands: Sequence[Any]) -> bool:
+        """Whether a batch is one elementwise op on few elements, by its still unparsed dict:
+        anything unexpected in it is for the pool (where it is parsed, and reported)."""
+        limit = self.settings.inline_max_elements
+        if len(commands) != 1 or limit <= 0 or session.device != "cpu":
+            return False
+        command = commands[0]
+        if not isinstance(command, dict) or command.get("kind") != "op":
+            return False
+        name, inputs, attrs = command.get("op"), command.get("inputs"), command.get("attrs") or {}
+        if type(name) is not str or name not in _ELEMENTWISE or type(inputs) is not list:
+            return False
+        if type(attrs) is not dict or not all(type(v) in _ATTR_TYPES for v in attrs.values()):
+            return False
+        shapes = []
+        for value in inputs:
+            if type(value) is str:
+                tensor = session.tensors.get(value)
+            elif type(value) in _SCALAR_TYPES:
+                continue
+            elif type(value) is dict and type(value.get("grad_of")) is str:
+                tensor = session.tensors.get(value["grad_of"])
+                tensor = None if tensor is None else tensor.grad
+            else:
+                return False
+            if tensor is not None:  # else the engine says what is missing, at once
+                shapes.append(tensor.shape)
+        return _broadcast_numel(shapes) <= limit
+
+    def _may_run_inline(self, session: Session) -> bool:
+        # Not in the pool's hands, so no thread can take its lock while the loop waits for
+        # it (the expiry sweeper and a metrics scrape hold it for no longer than a small
+        # batch's byte count); and cheap the last time, graph walk included.
+        if session in self._pooled or session.lock.locked():
+            return False
+        return self._small_cost.get(session, math.inf) <= self.settings.inline_max_seconds
+
+    async def _pooled_call(self, session: Session, fn: Callable[[Session], T]) -> T:
+        with self._pooled_lock:
+            self._pooled[session] = self._pooled.get(session, 0) + 1
+
+        def work() -> T:
+            try:
+                return fn(session)
+            finally:
+                self._release(session)
+
+        future = self._pool.submit(contextvars.copy_context().run, work)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if future.cancel():  # it never started, so it will not release the session
+                self._release(session)
+            raise
+
+    def _release(self, session: Session) -> None:
+        with self._pooled_lock:
+            left = self._pooled[session] - 1
+            if left:
+                self._pooled[session] = left
+            else:
+                del self._pooled[session]
+
+    # ----- sessions -----
 
     def check_api_key(self, key: str | None) -> None:
         expected = self.settings.api_key
@@ -74,13 +217,12 @@ class DataPlane:
         session_id, token = self.manager.create(
             device=device or self.settings.device, seed=seed, ttl=ttl
         )
-        return self._info(session_id, token, include_token=True)
+        return self._info(self.manager.get(session_id, token), token)
 
-    def session_info(self, session_id: str, token: str) -> SessionInfo:
-        return self._info(session_id, token, include_token=False)
+    async def session_info(self, session_id: str, token: str) -> SessionInfo:
+        return await self.call(session_id, token, self._info)
 
-    def _info(self, session_id: str, token: str, include_token: bool) -> SessionInfo:
-        session = self.manager.get(session_id, token)
+    def _info(self, session: Session, token: str | None = None) -> SessionInfo:
         with session.lock:
             held = session.bytes_held()
             count = len(session.tensors)
@@ -91,22 +233,27 @@ class DataPlane:
             ttl=session.ttl,
             tensors=count,
             bytes_held=held,
-            token=token if include_token else None,
+            token=token,
         )
 
-    def close_session(self, session_id: str, token: str) -> None:
-        self.manager.close(session_id, token)
-
-    def execute(self, session_id: str, token: str, commands: list[Any]) -> list[Result]:
-        """Parse and run one batch atomically; payloads in ``create.data`` may be JSON tensors."""
-        session = self.manager.get(session_id, token)
-        if isinstance(commands, list):
-            check_batch_size(len(commands), session.limits)
-        return session.execute(parse_batch(commands, prepare=_decode_payload))
+    async def close_session(self, session_id: str, token: str) -> None:
+        await self.call(session_id, token, lambda session: self.manager.close(session_id, token))
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
         self.manager.shutdown()
+
+
+def _broadcast_numel(shapes: Sequence[tuple[int, ...]]) -> int:
+    """The element count of the shapes' broadcast, or more when they do not broadcast."""
+    if len(shapes) == 1:
+        return math.prod(shapes[0])
+    dims = [1] * max((len(shape) for shape in shapes), default=0)
+    for shape in shapes:
+        for axis, n in enumerate(shape, len(dims) - len(shape)):
+            if dims[axis] == 1 or (n != 1 and n > dims[axis]):
+                dims[axis] = n
+    return math.prod(dims)
 
 
 def _decode_payload(body: Any) -> Any:

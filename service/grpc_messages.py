@@ -54,28 +54,31 @@ def ref(message: pb.TensorRef) -> Any:
 
 # What an op input or factory argument may be; the other kinds are for attributes only.
 _INPUT_KINDS = ("tensor", "number", "integer", "boolean", "list")
+_SCALAR_KINDS = frozenset(("number", "integer", "boolean"))
 _ALL_KINDS = ", ".join(field.name for field in pb.Value.DESCRIPTOR.oneofs_by_name["kind"].fields)
 
 
 def value(message: pb.Value) -> Any:
     """An op input or factory argument: a tensor reference, a scalar, or a list of them."""
     kind = message.WhichOneof("kind")
-    if kind is None:
-        raise InvalidArgument(f"a Value must set one of {', '.join(_INPUT_KINDS)}")
-    if kind not in _INPUT_KINDS:
-        raise InvalidArgument(
-            f"a Value's {kind} is for attributes only; inputs and factory arguments take "
-            + ", ".join(_INPUT_KINDS)
-        )
-    if kind == "tensor":
+    if kind == "tensor":  # the commonest, first
         return ref(message.tensor)
+    if kind in _SCALAR_KINDS:
+        return getattr(message, kind)
     if kind == "list":
         return [value(item) for item in message.list.items]
-    return getattr(message, kind)
+    if kind is None:
+        raise InvalidArgument(f"a Value must set one of {', '.join(_INPUT_KINDS)}")
+    raise InvalidArgument(
+        f"a Value's {kind} is for attributes only; inputs and factory arguments take "
+        + ", ".join(_INPUT_KINDS)
+    )
 
 
 def attrs(items: Mapping[str, pb.Value]) -> dict[str, Any]:
     """Attributes as the JSON values the HTTP API takes: ints stay ints and floats floats."""
+    if not items:  # most ops have none; iterating an empty map still costs a Python loop
+        return {}
     return {key: attribute(item) for key, item in items.items()}
 
 
@@ -211,27 +214,48 @@ def batch(commands: Sequence[pb.Command]) -> list[dict[str, Any]]:
 
 
 def tensor_info(info: TensorInfo | None) -> pb.TensorInfo:
-    if info is None:  # an unused input's gradient from Grad(allow_unused=True)
-        return pb.TensorInfo(absent=True)
-    message = pb.TensorInfo(
-        name=info.name,
-        shape=info.shape,
-        dtype=DTYPE_ENUMS[info.dtype],
-        requires_grad=info.requires_grad,
-        is_leaf=info.is_leaf,
-        grad_fn=info.grad_fn or "",
-        has_grad=info.has_grad,
-        repr=info.repr or "",
-    )
-    if info.value is not None:
-        message.value.CopyFrom(tensor_message(info.value))
-    if info.grad is not None:
-        message.grad.CopyFrom(tensor_message(info.grad))
+    message = pb.TensorInfo()
+    _fill_tensor_info(message, info)
     return message
 
 
 def result(r: Result) -> pb.CommandResult:
-    return pb.CommandResult(kind=r.kind, tensors=[tensor_info(t) for t in r.tensors])
+    message = pb.CommandResult(kind=r.kind)
+    _add_tensors(message.tensors, r.tensors)
+    return message
+
+
+def execute_response(results: list[Result]) -> pb.ExecuteResponse:
+    """A batch's response, its messages built in place (a list of CommandResults handed to
+    the constructor would be copied once more: a third of the encoding's time)."""
+    response = pb.ExecuteResponse()
+    add = response.results.add
+    for r in results:
+        _add_tensors(add(kind=r.kind).tensors, r.tensors)
+    return response
+
+
+def _add_tensors(messages: Any, infos: list[TensorInfo | None]) -> None:
+    for info in infos:
+        _fill_tensor_info(messages.add(), info)
+
+
+def _fill_tensor_info(message: pb.TensorInfo, info: TensorInfo | None) -> None:
+    if info is None:  # an unused input's gradient from Grad(allow_unused=True)
+        message.absent = True
+        return
+    message.name = info.name
+    message.shape.extend(info.shape)
+    message.dtype = DTYPE_ENUMS[info.dtype]
+    message.requires_grad = info.requires_grad
+    message.is_leaf = info.is_leaf
+    message.grad_fn = info.grad_fn or ""
+    message.has_grad = info.has_grad
+    message.repr = info.repr or ""
+    if info.value is not None:
+        message.value.CopyFrom(tensor_message(info.value))
+    if info.grad is not None:
+        message.grad.CopyFrom(tensor_message(info.grad))
 
 
 def session(info: SessionInfo) -> pb.Session:

@@ -20,6 +20,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from engine.errors import EngineError, InvalidArgument, Unauthenticated
+from engine.session import Result, Session
 from service import grpc_messages as messages
 from service.config import Settings
 from service.dataplane import DataPlane
@@ -72,14 +73,14 @@ class GradientServicer(pb_grpc.GradientServicer):
         self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Session:
         token = token_of(context)
-        info = await self.dataplane.run(self.dataplane.session_info, request.session_id, token)
+        info = await self.dataplane.session_info(request.session_id, token)
         return messages.session(info)
 
     async def CloseSession(
         self, request: pb.CloseSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CloseSessionResponse:
         token = token_of(context)
-        await self.dataplane.run(self.dataplane.close_session, request.session_id, token)
+        await self.dataplane.close_session(request.session_id, token)
         return pb.CloseSessionResponse()
 
     async def CreateTensor(
@@ -135,9 +136,8 @@ class GradientServicer(pb_grpc.GradientServicer):
     async def Execute(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteResponse:
-        token = token_of(context)
-        decode = functools.partial(messages.batch, request.commands)
-        return pb.ExecuteResponse(results=await self._run(request.session_id, token, decode))
+        session = self.dataplane.session(request.session_id, token_of(context))
+        return await self._submit(session, request.commands)
 
     async def ExecuteStream(
         self, requests: AsyncIterator[pb.ExecuteRequest], context: grpc.aio.ServicerContext
@@ -152,32 +152,34 @@ class GradientServicer(pb_grpc.GradientServicer):
                         f"this stream runs on session '{session_id}'; open another stream "
                         "for another session"
                     )
-                decode = functools.partial(messages.batch, request.commands)
-                results = await self._run(session_id, token, decode)
+                session = self.dataplane.session(session_id, token)
+                response = await self._submit(session, request.commands)
             except Exception as exc:  # reported in-band; the stream goes on
                 if not isinstance(exc, EngineError):
                     log.exception("unexpected error in a batch of ExecuteStream")
-                yield pb.ExecuteResponse(error=messages.error(exc))
-            else:
-                yield pb.ExecuteResponse(results=results)
+                response = pb.ExecuteResponse(error=messages.error(exc))
+            yield response
 
     async def _one(
         self, kind: str, request: Any, context: grpc.aio.ServicerContext
     ) -> pb.CommandResult:
-        token = token_of(context)
-        decode = lambda: [messages.command(kind, request.command)]
-        return (await self._run(request.session_id, token, decode))[0]
+        session = self.dataplane.session(request.session_id, token_of(context))
+        if kind == "op":  # an op carries no payload: decoded here, it may run here
+            commands: Any = [messages.command(kind, request.command)]
+        else:
+            commands = lambda: [messages.command(kind, request.command)]
+        return await self.dataplane.submit(session, commands, _first_result)
 
-    async def _run(
-        self, session_id: str, token: str, decode: Callable[[], list[dict[str, Any]]]
-    ) -> list[pb.CommandResult]:
-        # Decoding and encoding copy tensor payloads, so they run on the engine's threads too.
-        return await self.dataplane.run(self._execute, session_id, token, decode)
+    async def _submit(self, session: Session, commands: Sequence[pb.Command]) -> pb.ExecuteResponse:
+        if len(commands) == 1 and commands[0].WhichOneof("kind") == "op":
+            decoded: Any = messages.batch(commands)
+        else:  # decoding copies tensor payloads: on the engine's threads
+            decoded = functools.partial(messages.batch, commands)
+        return await self.dataplane.submit(session, decoded, messages.execute_response)
 
-    def _execute(
-        self, session_id: str, token: str, decode: Callable[[], list[dict[str, Any]]]
-    ) -> list[pb.CommandResult]:
-        return [messages.result(r) for r in self.dataplane.execute(session_id, token, decode())]
+
+def _first_result(results: list[Result]) -> pb.CommandResult:
+    return messages.result(results[0])
 
 
 # ----- errors -----

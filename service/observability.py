@@ -8,12 +8,13 @@ of the request being served (``X-Request-ID`` / ``x-request-id`` metadata, or a 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import json
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -37,9 +38,14 @@ log = logging.getLogger("gradserve")
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, extras."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._time = ""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "time": self._time_of(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -50,6 +56,14 @@ class JsonFormatter(logging.Formatter):
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
+    def _time_of(self, record: logging.LogRecord) -> str:
+        # Seconds resolution: formatted once a second, not once a line (an access log line
+        # a request).
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._time = second, self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z")
+        return self._time
+
 
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
@@ -57,6 +71,16 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The JSON lines name no source line, thread or process: spare every record looking them
+    # up (the logging HOWTO's "Optimization" settings; an access log line is one a request).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+
+
+def new_request_id() -> str:
+    """A request id for a request that brought none: 128 random bits, in hex (an id, not a
+    secret, so not from the OS's entropy: a system call a request)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 class _StateCollector(Collector):
@@ -118,10 +142,16 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
         self.registry.register(_StateCollector(dataplane))
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     def observe(self, transport: str, route: str, method: str, code: str, seconds: float) -> None:
-        self.requests.labels(transport, route, method, code).inc()
-        self.latency.labels(transport, route, method).observe(seconds)
+        key = (transport, route, method, code)
+        children = self._children.get(key)
+        if children is None:  # labels() takes a lock and validates: once per label set
+            children = (self.requests.labels(*key), self.latency.labels(*key[:3]))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class HttpObservability:
@@ -143,7 +173,7 @@ class HttpObservability:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
+        request_id = Headers(scope=scope).get("x-request-id") or new_request_id()
         token = REQUEST_ID.set(request_id)
         start = time.perf_counter()
         status = 500  # unless a response starts: an exception escaped the app
@@ -226,7 +256,12 @@ class GrpcObservability(WrappingInterceptor):
 
 
 class _Observation:
-    """One RPC: its request id set while it runs; its metrics and log line when it ends."""
+    """One RPC: its request id set while it runs; its metrics and log line when it ends.
+
+    Those are recorded from the event loop's next turn, in the RPC's context (its request
+    id): after grpc.aio has handed the response to the transport, not before (unlike HTTP,
+    where the middleware's ``finally`` runs once the response is sent).
+    """
 
     def __init__(self, metrics: Metrics, method: str, context: grpc.aio.ServicerContext) -> None:
         self.metrics = metrics
@@ -238,7 +273,7 @@ class _Observation:
         for key, value in self.context.invocation_metadata() or ():
             if key == "x-request-id":
                 request_id = str(value)
-        self.token = REQUEST_ID.set(request_id or uuid.uuid4().hex)
+        self.token = REQUEST_ID.set(request_id or new_request_id())
         self.start = time.perf_counter()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -247,18 +282,22 @@ class _Observation:
         if code is None:
             code = grpc.StatusCode.OK if exc is None else _code_of(exc)
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        self.metrics.observe("grpc", self.method, "POST", name, elapsed)
+        record = contextvars.copy_context()
+        REQUEST_ID.reset(self.token)
+        asyncio.get_running_loop().call_soon(self._record, name, elapsed, context=record)
+
+    def _record(self, code: str, elapsed: float) -> None:
+        self.metrics.observe("grpc", self.method, "POST", code, elapsed)
         log.info(
             "grpc request",
             extra={
                 "fields": {
                     "method": self.method,
-                    "code": name,
+                    "code": code,
                     "duration_ms": round(elapsed * 1e3, 3),
                 }
             },
         )
-        REQUEST_ID.reset(self.token)
 
 
 def _code_of(exc: BaseException) -> grpc.StatusCode:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.http.limits import BodyLimit, BodyTooLarge, body_too_large
 from service.http.problems import HANDLERS
-from service.http.routes import ROUTERS, health
+from service.http.routes import ROUTERS
+from service.http.routing import operation_id
 from service.observability import HttpObservability, Metrics
 
 
@@ -20,11 +20,6 @@ def _version() -> str:
         return version("gradserve")
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "0.0.0"
-
-
-def _operation_id(route: APIRoute) -> str:
-    """OpenAPI operation ids are the route functions' names (create_session, apply_op, ...)."""
-    return route.name
 
 
 def create_app(dataplane: DataPlane, settings: Settings, metrics: Metrics | None = None) -> FastAPI:
@@ -41,7 +36,7 @@ def create_app(dataplane: DataPlane, settings: Settings, metrics: Metrics | None
         docs_url="/docs",
         redoc_url=None,
         exception_handlers={**HANDLERS, BodyTooLarge: body_too_large},
-        generate_unique_id_function=_operation_id,
+        generate_unique_id_function=operation_id,
     )
     app.state.dataplane = dataplane
     app.state.settings = settings
@@ -49,7 +44,6 @@ def create_app(dataplane: DataPlane, settings: Settings, metrics: Metrics | None
     app.state.ready = False
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpObservability, metrics=app.state.metrics)
-    for router in ROUTERS:
-        app.include_router(router, prefix="/v1")
-    app.include_router(health.router)
+    for router in ROUTERS:  # route by route, not include_router: see service.http.routing
+        app.router.routes.extend(router.routes)
     return app

@@ -3,6 +3,7 @@ key, and the data plane bound to the session a route names."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
@@ -12,7 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException
 
 from engine.errors import Unauthenticated
-from engine.session import Result
+from engine.session import Result, Session
 from service import codec
 from service.dataplane import DataPlane, render
 
@@ -49,11 +50,12 @@ ApiKeyDep = Annotated[str | None, Depends(api_key_header)]
 
 @dataclass(frozen=True)
 class SessionHandle:
-    """The data plane bound to one session and its token. Engine work, and the encoding of
-    what it returns down to the response's bytes, run on the data plane's threads, never on
-    the event loop. The routes return these responses as they are: FastAPI's validation of
-    a returned dict against ``response_model`` (which still documents them) would repeat, on
-    the event loop, what the renderer already guarantees."""
+    """The data plane bound to one session and its token. A batch, and the encoding of its
+    results down to the response's bytes, runs where the data plane runs it: on an engine
+    thread, or on the event loop for a small op (see ``service.dataplane``). The routes
+    return these responses as they are: FastAPI's validation of a returned dict against
+    ``response_model`` (which still documents them) would repeat what the renderer already
+    guarantees."""
 
     plane: DataPlane
     session_id: str
@@ -61,39 +63,45 @@ class SessionHandle:
 
     async def execute(self, commands: list[Any], binary: bool = False) -> Response:
         """Run a batch: its ExecuteResponse."""
-        return await self.plane.run(self._respond, commands, binary, True, 200)
+        respond = functools.partial(_respond, binary=binary, batch=True, status=200)
+        return await self.plane.submit(self._session(), commands, respond)
 
     async def one(
         self, command: dict[str, Any], binary: bool = False, status: int = 200
     ) -> Response:
         """Run one command: its CommandResult."""
-        return await self.plane.run(self._respond, [command], binary, False, status)
+        respond = functools.partial(_respond, binary=binary, batch=False, status=status)
+        return await self.plane.submit(self._session(), [command], respond)
 
     async def read_npy(self, ref: Any) -> bytes:
         """The value of a tensor (or of a grad, for ``{"grad_of": name}``) as ``.npy`` bytes."""
-        return await self.plane.run(self._read_npy, ref)
+        return await self.plane.call(
+            self.session_id, self.token, functools.partial(self._read_npy, ref=ref)
+        )
 
     async def write_npy(self, name: str, raw: bytes, requires_grad: bool) -> Response:
         """Bind ``name`` to a new leaf holding the ``.npy`` body's array: its CommandResult."""
-        return await self.plane.run(self._write_npy, name, raw, requires_grad)
+        write = functools.partial(self._write_npy, name=name, raw=raw, requires_grad=requires_grad)
+        return await self.plane.call(self.session_id, self.token, write)
 
-    def _run(self, commands: list[Any]) -> list[Result]:
-        return self.plane.execute(self.session_id, self.token, commands)
+    def _session(self) -> Session:
+        return self.plane.session(self.session_id, self.token)
 
-    def _respond(self, commands: list[Any], binary: bool, batch: bool, status: int) -> Response:
-        results = [render(result, binary) for result in self._run(commands)]
-        return JSONResponse({"results": results} if batch else results[0], status)
-
-    def _write_npy(self, name: str, raw: bytes, requires_grad: bool) -> Response:
+    def _write_npy(self, session: Session, name: str, raw: bytes, requires_grad: bool) -> Response:
         array = codec.from_npy(raw)
         command = {"kind": "create", "name": name, "data": array, "requires_grad": requires_grad}
-        return self._respond([command], False, False, 200)
+        return _respond(self.plane.execute(session, [command]), False, False, 200)
 
-    def _read_npy(self, ref: Any) -> bytes:
-        (result,) = self._run([{"kind": "get", "tensor": ref, "value": True}])
+    def _read_npy(self, session: Session, ref: Any) -> bytes:
+        (result,) = self.plane.execute(session, [{"kind": "get", "tensor": ref, "value": True}])
         info = result.tensors[0]
         assert info is not None and info.value is not None  # a get with value=True has it
         return codec.to_npy(info.value)
+
+
+def _respond(results: list[Result], binary: bool, batch: bool, status: int) -> Response:
+    rendered = [render(result, binary) for result in results]
+    return JSONResponse({"results": rendered} if batch else rendered[0], status)
 
 
 async def session_handle(request: Request, session_id: str, token: TokenDep) -> SessionHandle:

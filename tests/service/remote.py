@@ -279,7 +279,8 @@ class InProcess:
 
     def run(self, commands: Sequence[dict[str, Any]]) -> list[Result]:
         try:
-            results = self.plane.execute(self.id, self.token, list(commands))
+            session = self.plane.session(self.id, self.token)
+            results = self.plane.execute(session, list(commands))
         except EngineError as exc:
             raise RemoteError(exc.code, exc.command_index, str(exc), exc.torch_type) from None
         rendered = [render(r) for r in results]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from service.http.deps import SessionDep
 from service.http.models import ExecuteRequest, ExecuteResponse
+from service.http.routing import resource_router
 
-router = APIRouter(prefix="/sessions/{session_id}", tags=["batch"])
+router = resource_router("/sessions/{session_id}", "batch")
 
 
 @router.post("/batch", response_model=ExecuteResponse, response_model_exclude_unset=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-router = APIRouter(tags=["operations"])
+from service.http.routing import resource_router
+
+router = resource_router("", "operations", api=False)
 
 
 @router.get("/healthz")

@@ -3,7 +3,7 @@ RetainGrad. Each body is the command's fields; each response is its CommandResul
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from service.http.deps import SessionDep
 from service.http.models import (
@@ -16,8 +16,9 @@ from service.http.models import (
     RetainGrad,
     ZeroGrad,
 )
+from service.http.routing import CommandRoute, resource_router
 
-router = APIRouter(prefix="/sessions/{session_id}", tags=["autograd"])
+router = resource_router("/sessions/{session_id}", "autograd", CommandRoute)
 
 
 @router.post("/ops", response_model=CommandResult, response_model_exclude_unset=True)

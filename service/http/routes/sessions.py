@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from service.http.deps import ApiKeyDep, PlaneDep, TokenDep
 from service.http.models import CreateSessionRequest, Session
+from service.http.routing import resource_router
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = resource_router("/sessions", "sessions")
 
 
 @router.post("", status_code=201, response_model_exclude_none=True)
@@ -23,11 +24,11 @@ async def create_session(
 @router.get("/{session_id}", response_model_exclude_none=True)
 async def get_session(session_id: str, plane: PlaneDep, token: TokenDep) -> Session:
     """Describes a session: device, seed, TTL, tensor count and bytes held."""
-    return Session.of(await plane.run(plane.session_info, session_id, token))
+    return Session.of(await plane.session_info(session_id, token))
 
 
 @router.delete("/{session_id}", status_code=204)
 async def close_session(session_id: str, plane: PlaneDep, token: TokenDep) -> Response:
     """Closes a session and frees everything it held."""
-    await plane.run(plane.close_session, session_id, token)
+    await plane.close_session(session_id, token)
     return Response(status_code=204)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from service.http.deps import NPY, NpyBodyDep, SessionDep
 from service.http.models import CommandResult, CreateTensor
+from service.http.routing import resource_router
 
-router = APIRouter(prefix="/sessions/{session_id}/tensors", tags=["tensors"])
+router = resource_router("/sessions/{session_id}/tensors", "tensors")
 
 NPY_BODY = {
     "requestBody": {
