@@ -14,7 +14,7 @@ import numpy
 import pytest
 
 import engine
-from engine import parallel
+from engine import parallel, trace
 from engine.ops.registry import PRIMITIVES
 
 N = parallel.MIN_SIZE + 12_345  # large enough to split, not a multiple of a chunk
@@ -127,3 +127,108 @@ def test_a_whole_pass_on_two_threads_matches_one_thread_bit_for_bit() -> None:
 def test_set_num_threads_rejects_nonpositive() -> None:
     with pytest.raises(ValueError):
         parallel.set_num_threads(0)
+
+
+# ----- traced functions (engine/trace.py) -----
+
+CHAIN_RULES = ["mul", "add", "sin", "exp", "tanh", "div", "sub", "cos"]
+
+
+@pytest.mark.usefixtures("two_threads")
+@pytest.mark.parametrize("name", CHAIN_RULES)
+def test_the_chain_ops_are_traced_not_split(name: str) -> None:
+    """The ops of a large chain run as traced steps, each rule in one pass over memory."""
+    op = PRIMITIVES[name]
+    x = numpy.linspace(-1, 1, N, dtype="float32")
+    for args in [(x, x + 2), (x, 2.0)] if op.forward.__code__.co_argcount == 2 else [(x,)]:
+        out = op.forward(*args)
+        assert trace.trace(op.forward, args, {}, x.shape) is not None
+        assert op.vjp is not None
+        assert trace.trace(op.vjp, (x, out, *args), {}, x.shape) is not None
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_what_cannot_be_traced_runs_on_split_views_with_the_same_result() -> None:
+    x = numpy.linspace(-2, 2, N, dtype="float32")
+
+    def powers(a: Any) -> Any:  # ndarray picks ``square`` for ** 2: not traced
+        return a**2 + a**0.5
+
+    def cast(a: Any) -> Any:
+        return (a * 2).astype("float64")
+
+    def where(a: Any) -> Any:
+        return numpy.where(a > 0, a, -a)
+
+    for fn in (powers, cast, where):
+        assert trace.trace(fn, (x,), {}, x.shape) is None
+        with numpy.errstate(invalid="ignore"):
+            assert _same(fn(x), parallel.run(fn, (x,), {}))
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_temporaries_of_several_dtypes_and_weak_scalars() -> None:
+    rng = numpy.random.default_rng(3)
+    a, b = (rng.uniform(-1, 1, N).astype("float32") for _ in range(2))
+    i = rng.integers(-5, 5, N)
+
+    def rule(a: Any, b: Any, i: Any) -> tuple[Any, ...]:
+        mask = (a > b) & (b < 0.5)
+        t = (a - 1) * (2.5 - b * b) / 3
+        return t * mask + (a == b) * 0.5, i * 3 + True, -t, i / 2, a
+
+    plan = trace.trace(rule, (a, b, i), {}, a.shape)
+    assert plan is not None
+    expected = rule(a, b, i)
+    got = plan.execute()
+    assert got[-1] is a  # an argument handed back is the argument itself
+    for e, r in zip(expected, got, strict=True):
+        assert _same(e, r)
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_in_place_accumulation_writes_the_argument() -> None:
+    import operator
+
+    rng = numpy.random.default_rng(4)
+    a, b = (rng.standard_normal(N).astype("float32") for _ in range(2))
+    expected = a + b
+    before = a
+    total = parallel.run(operator.iadd, (a, b), {})
+    assert total is before and _same(expected, a)
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_floating_point_errors_follow_the_callers_errstate_on_every_thread() -> None:
+    big = numpy.full(N, 100.0, dtype="float32")
+    with numpy.errstate(over="raise"), pytest.raises(FloatingPointError):
+        parallel.run(numpy.exp, (big,), {})
+    with numpy.errstate(over="ignore"):
+        assert numpy.isinf(parallel.run(numpy.exp, (big,), {})).all()
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_a_failing_chunk_fails_the_call_after_every_chunk_ran() -> None:
+    ran: list[int] = []
+
+    def chunk(i: int, scratch: dict[Any, Any]) -> None:
+        ran.append(i)
+        if i % 2:
+            raise KeyError(i)
+
+    with pytest.raises(KeyError) as info:
+        parallel.run_chunks(chunk, 5 * parallel.CHUNK)
+    assert sorted(ran) == [0, 1, 2, 3, 4] and info.value.args == (1,)
+
+
+def test_more_threads_than_cores_and_many_calls_in_a_row() -> None:
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(3)
+    try:
+        x = numpy.linspace(-1, 1, N, dtype="float32")
+        expected = numpy.tanh(numpy.sin(x) * 2.0)
+        for _ in range(50):
+            got = parallel.run(lambda a: numpy.tanh(numpy.sin(a) * 2.0), (x,), {})
+            assert _same(expected, got)
+    finally:
+        parallel.set_num_threads(before)
