@@ -3,7 +3,8 @@
 PyTorch runs an elementwise kernel on every core; NumPy runs a ufunc on one, but releases the
 GIL inside it. A primitive registered with ``elementwise=True`` promises that its forward and
 its VJP are made of elementwise array operations. On large C-contiguous NumPy arrays the
-engine runs either one through ``run``, which first traces the function (``engine.trace``):
+engine runs either one through ``run`` (a broadcast single value, such as the gradient of a
+sum, counts as contiguous), which first traces the function (``engine.trace``):
 it is called once on stand-ins that record its ufunc calls, and the recorded steps then run
 chunk by chunk on a team of threads, each chunk through every step before the next chunk, so
 that a rule such as tanh's ``g * (1 - y * y)`` passes over memory once, its temporaries
@@ -16,9 +17,12 @@ Chunks start at multiples of ``CHUNK`` elements, a multiple of NumPy's SIMD widt
 its 8192-element ufunc buffer, so every element goes through the same inner loop, in the same
 SIMD lane, as in one whole-array call: results are bit-identical to the serial ones.
 
-The team's workers stay awake (yielding the CPU) for ``SPIN`` seconds after their last chunk:
-a sleeping thread took ~50 us to wake on the 2-vCPU VM, per ufunc call, while the next call
-of a chain comes within tens of microseconds.
+The team is the calling thread and one pinned worker per other core. A job is published,
+the worker woken if it sleeps, and the caller starts on the chunks at once; it waits only
+for chunks a worker has taken, never for a worker that has not woken yet. Each hand-over of
+the GIL to a sleeping thread cost ~50 us on the 2-vCPU VM (its vCPU halts when idle); a
+worker polling for jobs (``os.sched_yield``) made that no shorter and slowed the caller, so
+workers block between jobs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ import math
 import os
 import queue
 import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,8 +39,7 @@ from typing import Any
 import numpy
 
 MIN_SIZE = 1 << 17  # elements; below this, waking a thread costs more than it saves
-CHUNK = 1 << 16  # elements a thread takes at a time: a traced rule's temporaries fit in L2
-SPIN = 0.002  # seconds a worker keeps polling for work after its last chunk
+CHUNK = 1 << 17  # elements a thread takes at a time (measured best of 2**16 to 2**18)
 
 _threads = os.cpu_count() or 1
 _team: _Team | None = None
@@ -113,26 +115,21 @@ class _Worker:
         team = self.team
         numpy_errors = numpy.geterr()
         seen = 0  # the last job generation taken
-        idle_since = time.perf_counter()
         while team.alive:
-            if team.generation != seen:
-                seen = team.generation
-                job = team.job
-                if job is not None:
-                    if job.numpy_errors != numpy_errors:
-                        numpy_errors = job.numpy_errors
-                        numpy.seterr(**numpy_errors)
-                    job.work()
-                    job = None  # keep no arrays alive while idle
-                idle_since = time.perf_counter()
-            elif time.perf_counter() - idle_since < SPIN:
-                os.sched_yield()  # releases the GIL; keeps this vCPU from halting
-            else:
+            if team.generation == seen:
                 self.asleep = True
                 if team.generation == seen and team.alive:  # else a job came meanwhile
                     self.bell.get()
                 self.asleep = False
-                idle_since = time.perf_counter()
+                continue
+            seen = team.generation
+            job = team.job
+            if job is not None:
+                if job.numpy_errors != numpy_errors:
+                    numpy_errors = job.numpy_errors
+                    numpy.seterr(**numpy_errors)
+                job.work()
+                job = None  # keep no arrays alive while idle
 
 
 def _pin(slot: int, cpus: list[int]) -> None:
@@ -181,18 +178,12 @@ class _Team:
 
 
 def _wait(job: _Job) -> None:
-    """Return once every chunk of ``job`` is finished: a short poll, then a blocking wait."""
-    finished, n = job.finished, job.n
-    if len(finished) == n:
-        return
-    deadline = time.perf_counter() + SPIN
-    while len(finished) < n and time.perf_counter() < deadline:
-        os.sched_yield()
-    if len(finished) < n:
+    """Return once every chunk of ``job`` is finished (the caller's own are)."""
+    if len(job.finished) < job.n:
         waiter = threading.Lock()
         waiter.acquire()
         job.waiter = waiter
-        if len(finished) < n:  # the last chunk's thread releases it, exactly once
+        if len(job.finished) < job.n:  # the last chunk's thread releases it, exactly once
             waiter.acquire()
 
 
@@ -227,8 +218,8 @@ def _splittable(args: Sequence[Any]) -> tuple[int, ...] | None:
                 shape = a.shape
             elif a.shape != shape:
                 return None  # broadcasting: a chunk of one is no chunk of the other
-            if not a.flags.c_contiguous:
-                return None
+            if not a.flags.c_contiguous and any(a.strides):
+                return None  # strided; but a broadcast value (a sum's gradient) splits
         elif hasattr(a, "__cuda_array_interface__"):
             return None
     if shape is None or _threads < 2 or math.prod(shape) < MIN_SIZE:

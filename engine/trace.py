@@ -122,7 +122,8 @@ class _Trace:
             return result
         # In place (``a += b`` on an argument): the step writes the argument's own memory.
         (target,) = out
-        if type(target) is not Lazy or target.slot not in self.arguments or target.dtype != dtype:
+        array = self.arguments.get(target.slot) if type(target) is Lazy else None
+        if array is None or not array.flags.writeable or target.dtype != dtype:
             raise _Unsupported
         self.steps.append((ufunc, tuple(refs), target.slot, dtype, True))
         return target
@@ -211,7 +212,8 @@ class Plan:
             values[slot] = out
 
     def execute(self) -> Any:
-        parallel.run_chunks(self.chunk, self.size)
+        if self.program:  # ``add``'s rule only hands its gradient on
+            parallel.run_chunks(self.chunk, self.size)
         return self.result
 
 

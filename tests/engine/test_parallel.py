@@ -232,3 +232,19 @@ def test_more_threads_than_cores_and_many_calls_in_a_row() -> None:
             assert _same(expected, got)
     finally:
         parallel.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_a_broadcast_gradient_splits_like_a_contiguous_one() -> None:
+    """The gradient of a sum is one value broadcast: its rules still run on the team."""
+    g = numpy.broadcast_to(numpy.float32(0.5), (N,))
+    x = numpy.linspace(-1, 1, N, dtype="float32")
+    op = PRIMITIVES["cos"]
+    assert op.vjp is not None
+    plan = trace.trace(op.vjp, (g, op.forward(x), x), {}, x.shape)
+    assert plan is not None
+    (expected,) = op.vjp(g, op.forward(x), x)
+    (got,) = plan.execute()
+    assert _same(expected, got)
+    assert parallel.run(numpy.add, (g, g[::-1]), {}) is not None
+    assert parallel.run(numpy.add, (x[::2], x[::2]), {}) is None  # strided: not split
