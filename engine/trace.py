@@ -129,38 +129,34 @@ class _Trace:
         return target
 
 
-class Plan:
-    """A traced function's steps, their destinations, and the results to hand back."""
+class _Recipe:
+    """A traced function's steps, where each writes, and the shape of its result: no arrays,
+    so that the next call with the same kinds of arguments skips the trace."""
 
-    def __init__(self, trace: _Trace, result: Any) -> None:
-        self.size = trace.size
+    def __init__(self, trace: _Trace, result: Any, positions: dict[int, int]) -> None:
         self.values = trace.values
-        self.leaves = trace.leaves
-        originals = trace.arguments
-        outputs: dict[int, numpy.ndarray] = {}
+        self.leaves = [(slot, positions[slot]) for slot, _ in trace.leaves]
+        self.outputs: dict[int, numpy.dtype[Any]] = {}
 
-        def hand_back(value: Any) -> Any:
+        def hand_back(value: Any) -> tuple[str, Any]:
             if type(value) is not Lazy:
                 if isinstance(value, numpy.ndarray | list | dict | Lazy):
                     raise _Unsupported  # a foreign array, or a container to look into
-                return value
+                return ("value", value)
             if value.trace is not trace:
                 raise _Unsupported
-            if value.slot in originals:  # an argument passed through (``add``'s rule: g, g)
-                return originals[value.slot]
-            if value.slot not in outputs:
-                outputs[value.slot] = numpy.empty(trace.shape, dtype=value.dtype)
-            return outputs[value.slot]
+            if value.slot in positions:  # an argument passed through (``add``'s rule: g, g)
+                return ("argument", positions[value.slot])
+            self.outputs[value.slot] = value.dtype
+            return ("output", value.slot)
 
-        if isinstance(result, tuple):
-            self.result: Any = tuple(hand_back(r) for r in result)
-        else:
-            self.result = hand_back(result)
-        self.program = self._compile(trace, {s: a.reshape(-1) for s, a in outputs.items()})
+        self.many = isinstance(result, tuple)
+        self.result = [hand_back(r) for r in result] if self.many else [hand_back(result)]
+        self.program = self._compile(trace, self.outputs)
 
     @staticmethod
-    def _compile(trace: _Trace, outputs: dict[int, numpy.ndarray]) -> list[tuple[Any, ...]]:
-        """Each step with where it writes: its output, an argument, or a scratch buffer.
+    def _compile(trace: _Trace, outputs: dict[int, Any]) -> list[tuple[Any, ...]]:
+        """Each step with where it writes: an output, an argument, or a scratch buffer.
 
         A scratch buffer is reused once the value in it has been read for the last time, by
         the step that reads it, too: a ufunc may write over an operand of its own dtype.
@@ -181,7 +177,7 @@ class Plan:
             if in_place:
                 program.append((ufunc, refs, slot, _IN_PLACE, None))
             elif slot in outputs:
-                program.append((ufunc, refs, slot, _OUTPUT, outputs[slot]))
+                program.append((ufunc, refs, slot, _OUTPUT, slot))
             else:
                 spare = free.get(dtype)
                 index = spare.pop() if spare else count.get(dtype, 0)
@@ -189,6 +185,29 @@ class Plan:
                 in_scratch[slot] = (dtype, index)
                 program.append((ufunc, refs, slot, _SCRATCH, (dtype, index)))
         return program
+
+
+class Plan:
+    """A recipe bound to arrays: its arguments, and new arrays for its outputs."""
+
+    def __init__(self, recipe: _Recipe, args: Any, shape: tuple[int, ...]) -> None:
+        self.program = recipe.program
+        self.values = recipe.values
+        self.size = size = math.prod(shape)
+        flat = len(shape) == 1
+        self.leaves = [
+            (slot, args[position] if flat else args[position].reshape(-1))
+            for slot, position in recipe.leaves
+        ]
+        self.outputs = {slot: numpy.empty(size, dtype) for slot, dtype in recipe.outputs.items()}
+        result = []
+        for kind, value in recipe.result:
+            if kind == "output":
+                value = self.outputs[value] if flat else self.outputs[value].reshape(shape)
+            elif kind == "argument":
+                value = args[value]
+            result.append(value)
+        self.result: Any = tuple(result) if recipe.many else result[0]
 
     def chunk(self, i: int, scratch: dict[Any, numpy.ndarray]) -> None:
         """Every step for elements ``[i * CHUNK, (i + 1) * CHUNK)``."""
@@ -200,7 +219,7 @@ class Plan:
             values[slot] = flat[lo:hi]
         for ufunc, refs, slot, kind, where in self.program:
             if kind == _OUTPUT:
-                out = where[lo:hi]
+                out = self.outputs[where][lo:hi]
             elif kind == _SCRATCH:
                 buffer = scratch.get(where)
                 if buffer is None:
@@ -217,13 +236,63 @@ class Plan:
         return self.result
 
 
+_RECIPES: dict[Any, Any] = {}  # by ``_key``: a _Recipe, or None where tracing failed
+_MAX_RECIPES = 1024
+_UNSEEN: Any = object()
+
+
+def _kind(value: Any) -> Any:
+    """What a traced function may depend on in an argument: an array's dtype and layout, a
+    scalar's type and exact value (-0.0 is not 0.0 here; a NaN is equal to itself)."""
+    if isinstance(value, numpy.ndarray):
+        return value.dtype, value.flags.c_contiguous
+    if isinstance(value, float):
+        return type(value), value.hex()
+    if isinstance(value, complex):
+        return type(value), repr(value)
+    if isinstance(value, numpy.generic):
+        return type(value), value.tobytes()
+    return type(value), value
+
+
+def _key(fn: Any, args: Any, kwargs: dict[str, Any], shape: tuple[int, ...]) -> Any:
+    key = (fn, shape, *[_kind(a) for a in args], *[(k, _kind(v)) for k, v in kwargs.items()])
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def trace(
     fn: Callable[..., Any], args: Any, kwargs: dict[str, Any], shape: tuple[int, ...]
 ) -> Plan | None:
     """``fn``'s plan over ``args`` (the arrays among them all of ``shape``), or None."""
+    key = _key(fn, args, kwargs, shape)
+    recipe = _RECIPES.get(key, _UNSEEN) if key is not None else _UNSEEN
+    if recipe is _UNSEEN:
+        recipe = _record(fn, args, kwargs, shape)
+        if key is not None:
+            if len(_RECIPES) >= _MAX_RECIPES:
+                _RECIPES.clear()
+            _RECIPES[key] = recipe
+    return None if recipe is None else Plan(recipe, args, shape)
+
+
+def _record(
+    fn: Callable[..., Any], args: Any, kwargs: dict[str, Any], shape: tuple[int, ...]
+) -> _Recipe | None:
     recorder = _Trace(shape)
-    stand_ins = [recorder.leaf(a) if isinstance(a, numpy.ndarray) else a for a in args]
+    positions: dict[int, int] = {}  # leaf slot -> argument position
+    stand_ins = []
+    for position, a in enumerate(args):
+        if isinstance(a, numpy.ndarray):
+            stand_in = recorder.leaf(a)
+            positions[stand_in.slot] = position
+            stand_ins.append(stand_in)
+        else:
+            stand_ins.append(a)
     try:
-        return Plan(recorder, fn(*stand_ins, **kwargs))
+        return _Recipe(recorder, fn(*stand_ins, **kwargs), positions)
     except Exception:  # _Unsupported, or an error the real arrays will raise again
         return None

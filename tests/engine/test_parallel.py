@@ -248,3 +248,33 @@ def test_a_broadcast_gradient_splits_like_a_contiguous_one() -> None:
     assert _same(expected, got)
     assert parallel.run(numpy.add, (g, g[::-1]), {}) is not None
     assert parallel.run(numpy.add, (x[::2], x[::2]), {}) is None  # strided: not split
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_a_recipe_is_reused_only_for_the_same_kinds_of_arguments() -> None:
+    """Recipes are cached by function, dtypes, layout and exact scalar values."""
+    x = numpy.linspace(-1, 1, N, dtype="float32")
+
+    def branchy(a: Any, s: Any) -> Any:
+        return a * s if s > 0 else a - s
+
+    for s in (2.0, -3.0, 0.0, -0.0, 2, True, numpy.float64(-0.0)):
+        assert _same(branchy(x, s), parallel.run(branchy, (x, s), {}))
+    for dtype in ("float64", "float32"):
+        y = x.astype(dtype)
+        assert _same(branchy(y, 0.5), parallel.run(branchy, (y, 0.5), {}))
+    before = len(trace._RECIPES)
+    parallel.run(branchy, (x, 2.0), {})
+    assert len(trace._RECIPES) == before  # seen: no new trace
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_a_function_that_cannot_be_traced_is_remembered_and_still_split() -> None:
+    x = numpy.linspace(0, 1, N, dtype="float32")
+
+    def square(a: Any) -> Any:
+        return a**2
+
+    for _ in range(2):
+        assert trace.trace(square, (x,), {}, x.shape) is None
+        assert _same(x**2, parallel.run(square, (x,), {}))
