@@ -209,11 +209,8 @@ class Plan:
             result.append(value)
         self.result: Any = tuple(result) if recipe.many else result[0]
 
-    def chunk(self, i: int, scratch: dict[Any, numpy.ndarray]) -> None:
-        """Every step for elements ``[i * CHUNK, (i + 1) * CHUNK)``."""
-        size = parallel.CHUNK
-        lo = i * size
-        hi = min(lo + size, self.size)
+    def chunk(self, lo: int, hi: int, scratch: dict[Any, numpy.ndarray]) -> None:
+        """Every step for elements ``lo:hi`` (at most ``CHUNK`` of them)."""
         values = self.values.copy()
         for slot, flat in self.leaves:
             values[slot] = flat[lo:hi]
@@ -223,7 +220,7 @@ class Plan:
             elif kind == _SCRATCH:
                 buffer = scratch.get(where)
                 if buffer is None:
-                    buffer = scratch[where] = numpy.empty(size, dtype=where[0])
+                    buffer = scratch[where] = numpy.empty(parallel.CHUNK, dtype=where[0])
                 out = buffer[: hi - lo]
             else:
                 out = values[slot]

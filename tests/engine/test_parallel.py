@@ -7,6 +7,7 @@ against the same call on one thread; and whole forward/backward passes with 1 an
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -209,16 +210,20 @@ def test_floating_point_errors_follow_the_callers_errstate_on_every_thread() -> 
 
 @pytest.mark.usefixtures("two_threads")
 def test_a_failing_chunk_fails_the_call_after_every_chunk_ran() -> None:
-    ran: list[int] = []
+    ran: list[tuple[int, int]] = []
 
-    def chunk(i: int, scratch: dict[Any, Any]) -> None:
-        ran.append(i)
-        if i % 2:
-            raise KeyError(i)
+    def chunk(lo: int, hi: int, scratch: dict[Any, Any]) -> None:
+        ran.append((lo, hi))
+        if lo:
+            raise KeyError(lo)
 
+    size = 5 * parallel.CHUNK + 1
     with pytest.raises(KeyError) as info:
-        parallel.run_chunks(chunk, 5 * parallel.CHUNK)
-    assert sorted(ran) == [0, 1, 2, 3, 4] and info.value.args == (1,)
+        parallel.run_chunks(chunk, size)
+    ran.sort()
+    assert ran[0][0] == 0 and ran[-1][1] == size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ran))  # each element once
+    assert info.value.args == (ran[1][0],)  # the first failing chunk's error
 
 
 def test_more_threads_than_cores_and_many_calls_in_a_row() -> None:
