@@ -6,12 +6,12 @@ its VJP are made of elementwise array operations. On large C-contiguous NumPy ar
 engine runs either one through ``run`` (a broadcast single value, such as the gradient of a
 sum, counts as contiguous), which first traces the function (``engine.trace``):
 it is called once on stand-ins that record its ufunc calls, and the recorded steps then run
-chunk by chunk on a team of threads, each chunk through every step before the next chunk, so
-that a rule such as tanh's ``g * (1 - y * y)`` passes over memory once, its temporaries
-staying in cache. A function that does anything else (``where``, ``astype`` to another
-dtype, a power) runs on ``Split`` views instead, whose ``__array_ufunc__`` splits each ufunc
-call the same way. The rules stay plain array code; the same code runs serially on small
-arrays, on CuPy, and on Tensors.
+chunk by chunk on a team of threads, each chunk through every step before the next chunk: a
+rule such as tanh's ``g * (1 - y * y)`` is one job for the team instead of three (each job
+costs a wake-up), its temporaries chunk-sized. A function that does anything else
+(``where``, ``astype`` to another dtype, a power) runs on ``Split`` views instead, whose
+``__array_ufunc__`` splits each ufunc call the same way. The rules stay plain array code;
+the same code runs serially on small arrays, on CuPy, and on Tensors.
 
 Chunks start at multiples of ``CHUNK`` elements, a multiple of NumPy's SIMD widths and of
 its 8192-element ufunc buffer, so every element goes through the same inner loop, in the same

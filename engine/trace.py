@@ -5,8 +5,8 @@ argument. A stand-in answers ``shape``, ``dtype``, ``ndim`` and ``size``, and re
 ufunc called on it (operators included, as ``numpy.ndarray`` maps them) as a step whose
 result is another stand-in; NumPy resolves each step's dtype as it would for arrays. The
 steps then run for one chunk of elements at a time: the function's results are written
-straight into their slice of new arrays, its temporaries into small per-thread scratch
-buffers that stay in cache. Anything else a function does with a stand-in (``where``,
+straight into their slice of new arrays, its temporaries into chunk-sized scratch buffers
+of the thread's own. Anything else a function does with a stand-in (``where``,
 ``astype`` to another dtype, a power, reading values) raises inside the trace, and ``trace``
 returns None: the caller then runs the function on real arrays.
 """
