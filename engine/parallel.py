@@ -1,39 +1,53 @@
-"""Large elementwise work on several threads: NumPy ufunc calls split into chunks.
+"""Large elementwise work on several threads: NumPy ufunc calls run chunk by chunk.
 
 PyTorch runs an elementwise kernel on every core; NumPy runs a ufunc on one, but releases the
 GIL inside it. A primitive registered with ``elementwise=True`` promises that its forward and
 its VJP are made of elementwise array operations. On large C-contiguous NumPy arrays the
-engine runs either one through ``run``: the array arguments become ``Split`` views, whose
-``__array_ufunc__`` computes each ufunc call (operators included) chunk by chunk on the
-thread pool, every chunk written straight into its slice of one output. The rules stay plain
-array code; the same code runs serially on small arrays, on CuPy, and on Tensors.
+engine runs either one through ``run`` (a broadcast single value, such as the gradient of a
+sum, counts as contiguous), which first traces the function (``engine.trace``):
+it is called once on stand-ins that record its ufunc calls, and the recorded steps then run
+chunk by chunk on a team of threads, each chunk through every step before the next chunk: a
+rule such as tanh's ``g * (1 - y * y)`` is one job for the team instead of three (each job
+costs a wake-up), its temporaries chunk-sized. A function that does anything else
+(``where``, ``astype`` to another dtype, a power) runs on ``Split`` views instead, whose
+``__array_ufunc__`` splits each ufunc call the same way. The rules stay plain array code;
+the same code runs serially on small arrays, on CuPy, and on Tensors.
 
 Chunks start at multiples of ``CHUNK`` elements, a multiple of NumPy's SIMD widths and of
 its 8192-element ufunc buffer, so every element goes through the same inner loop, in the same
 SIMD lane, as in one whole-array call: results are bit-identical to the serial ones.
+
+The team is the calling thread and one pinned worker per other core. A job is published,
+the worker woken if it sleeps, and the caller starts on the chunks at once; it waits only
+for chunks a worker has taken, never for a worker that has not woken yet. Each hand-over of
+the GIL to a sleeping thread cost ~50 us on the 2-vCPU VM (its vCPU halts when idle); a
+worker polling for jobs (``os.sched_yield``) made that no shorter and slowed the caller, so
+workers block between jobs.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy
 
 MIN_SIZE = 1 << 17  # elements; below this, waking a thread costs more than it saves
-CHUNK = 1 << 17  # elements a thread takes at a time (measured best of 2**15 to 2**18)
+CHUNK = 1 << 17  # elements a thread takes at a time (measured best of 2**16 to 2**18)
+Chunk = Callable[[int, int, dict[Any, Any]], None]  # computes elements lo:hi with its scratch
 
 _threads = os.cpu_count() or 1
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-# Per thread, during ``run``: the outputs ``_call`` allocated, by id, so that results can be
-# told from views of the caller's arrays.
+_team: _Team | None = None
+_team_lock = threading.Lock()
+# Per thread, during a ``Split`` run: the outputs ``_call`` allocated, by id, so that results
+# can be told from views of the caller's arrays.
 _local = threading.local()
 
 
@@ -44,33 +58,95 @@ def get_num_threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Split large elementwise work over ``n`` threads (1: never), as ``torch.set_num_threads``."""
-    global _threads, _pool
+    global _threads, _team
     if n < 1:
         raise ValueError(f"set_num_threads expects a positive integer, got {n}")
-    with _pool_lock:
+    with _team_lock:
         _threads = n
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-            _pool = None
+        if _team is not None:
+            _team.stop()
+            _team = None
 
 
-def _workers() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-            slots = itertools.count(1)
-            _pool = ThreadPoolExecutor(
-                _threads - 1,
-                thread_name_prefix="engine-parallel",
-                initializer=_pin,
-                initargs=(cpus, slots),
-            )
-        return _pool
+class _Job:
+    """``n`` chunks of work that the caller and the workers take from a shared counter.
+
+    The threads take chunks until none is left, so a slower core (a busy neighbour, a vCPU
+    that shares its core) simply takes fewer of them. ``chunk(lo, hi, scratch)`` computes
+    elements ``lo:hi``; ``scratch`` is the thread's own dict for buffers it reuses from chunk
+    to chunk, dropped with the job (kept, they would be memory that nothing visible holds).
+    """
+
+    __slots__ = (
+        "bounds",
+        "chunk",
+        "claim",
+        "done",
+        "errors",
+        "finished",
+        "n",
+        "numpy_errors",
+        "waiter",
+    )
+
+    def __init__(self, chunk: Chunk, bounds: tuple[int, ...]) -> None:
+        self.chunk = chunk
+        self.bounds = bounds
+        self.n = len(bounds) - 1
+        self.claim = itertools.count()  # next() on it is atomic under the GIL
+        self.done = itertools.count()
+        self.finished: list[int] = []
+        self.errors: dict[int, BaseException] = {}
+        self.waiter: Any = None  # a held lock the caller blocks on, released by the last chunk
+        self.numpy_errors = numpy.geterr()  # the caller's floating-point error handling
+
+    def work(self) -> None:
+        n, chunk, bounds = self.n, self.chunk, self.bounds
+        scratch: dict[Any, Any] = {}
+        while (i := next(self.claim)) < n:
+            try:
+                chunk(bounds[i], bounds[i + 1], scratch)
+            except BaseException as exc:  # re-raised by the caller once every chunk is done
+                self.errors[i] = exc
+            self.finished.append(i)
+            if next(self.done) == n - 1 and self.waiter is not None:
+                self.waiter.release()
 
 
-def _pin(cpus: list[int], slots: itertools.count[int]) -> None:
-    """Keep worker ``i`` on the i-th allowed CPU (the calling thread itself stays unpinned).
+class _Worker:
+    def __init__(self, team: _Team, slot: int, cpus: list[int]) -> None:
+        self.team = team
+        self.asleep = False
+        self.bell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self.thread = threading.Thread(
+            target=self._serve, args=(slot, cpus), name=f"engine-parallel-{slot}", daemon=True
+        )
+        self.thread.start()
+
+    def _serve(self, slot: int, cpus: list[int]) -> None:
+        _pin(slot, cpus)
+        team = self.team
+        numpy_errors = numpy.geterr()
+        seen = 0  # the last job generation taken
+        while team.alive:
+            if team.generation == seen:
+                self.asleep = True
+                if team.generation == seen and team.alive:  # else a job came meanwhile
+                    self.bell.get()
+                self.asleep = False
+                continue
+            seen = team.generation
+            job = team.job
+            if job is not None:
+                if job.numpy_errors != numpy_errors:
+                    numpy_errors = job.numpy_errors
+                    numpy.seterr(**numpy_errors)
+                job.work()
+                job = None  # keep no arrays alive while idle
+
+
+def _pin(slot: int, cpus: list[int]) -> None:
+    """Keep worker ``slot`` on the slot-th allowed CPU (the calling thread itself stays unpinned).
 
     Woken for each ufunc call, an unpinned worker was often placed on the waking thread's own
     CPU (Linux's wake-affine heuristic; seen on a 2-vCPU VM), and the two then took turns on
@@ -78,7 +154,82 @@ def _pin(cpus: list[int], slots: itertools.count[int]) -> None:
     stays on its CPU, and the scheduler moves the caller off it.
     """
     if len(cpus) > 1:
-        os.sched_setaffinity(0, {cpus[next(slots) % len(cpus)]})
+        os.sched_setaffinity(0, {cpus[slot % len(cpus)]})
+
+
+class _Team:
+    """The calling thread and ``size - 1`` workers."""
+
+    def __init__(self, size: int) -> None:
+        self.alive = True
+        self.job: _Job | None = None
+        self.generation = 0
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.workers = [_Worker(self, slot, cpus) for slot in range(1, size)]
+
+    def stop(self) -> None:
+        self.alive = False
+        for w in self.workers:
+            w.bell.put(None)
+
+    def run(self, chunk: Chunk, bounds: tuple[int, ...]) -> None:
+        """Run ``chunk`` for each pair of consecutive ``bounds`` on the team; re-raise a failure."""
+        job = _Job(chunk, bounds)
+        self.job = job
+        self.generation += 1
+        for w in self.workers:
+            if w.asleep:
+                w.asleep = False
+                w.bell.put(None)
+        try:
+            job.work()
+        finally:
+            self.job = None
+            _wait(job)  # every chunk is written before anyone reads the output, even on error
+        if job.errors:
+            raise job.errors[min(job.errors)]
+
+
+def _wait(job: _Job) -> None:
+    """Return once every chunk of ``job`` is finished (the caller's own are)."""
+    if len(job.finished) < job.n:
+        waiter = threading.Lock()
+        waiter.acquire()
+        job.waiter = waiter
+        if len(job.finished) < job.n:  # the last chunk's thread releases it, exactly once
+            waiter.acquire()
+
+
+def _get_team() -> _Team:
+    global _team
+    with _team_lock:
+        if _team is None:
+            _team = _Team(_threads)
+        return _team
+
+
+def _forget_team_in_child() -> None:
+    global _team
+    _team = None  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_team_in_child)
+
+
+def run_chunks(chunk: Chunk, size: int) -> None:
+    """``chunk(lo, hi, scratch)`` over ``range(size)`` in chunks, on the team."""
+    _get_team().run(chunk, _bounds(size))
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(size: int) -> tuple[int, ...]:
+    """Chunk starts, and the end.
+
+    Equal chunks: tapering the last ones (2**15 elements for the last 2**18) to even out
+    the threads' finish made the chain 5-17% slower: each chunk is one more GIL hand-over.
+    """
+    return (*range(0, size, CHUNK), size)
 
 
 def _splittable(args: Sequence[Any]) -> tuple[int, ...] | None:
@@ -90,8 +241,8 @@ def _splittable(args: Sequence[Any]) -> tuple[int, ...] | None:
                 shape = a.shape
             elif a.shape != shape:
                 return None  # broadcasting: a chunk of one is no chunk of the other
-            if not a.flags.c_contiguous:
-                return None
+            if not a.flags.c_contiguous and any(a.strides):
+                return None  # strided; but a broadcast value (a sum's gradient) splits
         elif hasattr(a, "__cuda_array_interface__"):
             return None
     if shape is None or _threads < 2 or math.prod(shape) < MIN_SIZE:
@@ -107,8 +258,18 @@ def run(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> 
     is returned, for one thread, for small, differently shaped or strided arrays, or for an
     array among ``kwargs``.
     """
-    if _splittable(args) is None or any(hasattr(v, "shape") for v in kwargs.values()):
+    shape = _splittable(args)
+    if shape is None or any(hasattr(v, "shape") for v in kwargs.values()):
         return None
+    from engine import trace
+
+    plan = trace.trace(fn, args, kwargs, shape)
+    if plan is not None:
+        return plan.execute()
+    return _run_split(fn, args, kwargs)
+
+
+def _run_split(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     originals: dict[int, Any] = {}  # each Split view handed to fn -> the caller's array
     views = []
     for a in args:
@@ -145,7 +306,7 @@ def _plain(
 
 
 class Split(numpy.ndarray):
-    """A view whose elementwise ufunc calls run chunk by chunk on the thread pool."""
+    """A view whose elementwise ufunc calls run chunk by chunk on the thread team."""
 
     def __array_ufunc__(self, ufunc: numpy.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         arrays = [x.view(numpy.ndarray) if isinstance(x, Split) else x for x in inputs]
@@ -169,11 +330,7 @@ class Split(numpy.ndarray):
 def _call(
     ufunc: numpy.ufunc, arrays: list[Any], shape: tuple[int, ...], out: numpy.ndarray | None
 ) -> numpy.ndarray:
-    """``ufunc(*arrays)`` computed chunk by chunk, each into its slice of ``out`` (or a new one).
-
-    The threads take chunks from a shared counter until none is left, so a slower core (a
-    busy neighbour, a vCPU that shares its core) simply takes fewer of them.
-    """
+    """``ufunc(*arrays)`` computed chunk by chunk, each into its slice of ``out`` (or a new one)."""
     flat = [a.reshape(-1) if isinstance(a, numpy.ndarray) else a for a in arrays]
     if out is None:
         # The output dtype as NumPy resolves it for these operands (Python numbers stay weak).
@@ -184,24 +341,9 @@ def _call(
             fresh[id(out)] = weakref.ref(out)
     dest = out.reshape(-1)
     size = dest.size
-    n_chunks = -(-size // CHUNK)
-    counter = itertools.count()  # next() on it is atomic under the GIL
-    errors = numpy.geterr()  # the caller's floating-point error handling, for every thread
 
-    def work() -> None:
-        with numpy.errstate(**errors):
-            while (i := next(counter)) < n_chunks:
-                lo, hi = i * CHUNK, min((i + 1) * CHUNK, size)
-                parts = [a[lo:hi] if isinstance(a, numpy.ndarray) else a for a in flat]
-                ufunc(*parts, out=dest[lo:hi])
+    def chunk(lo: int, hi: int, scratch: dict[Any, Any]) -> None:
+        ufunc(*[a[lo:hi] if isinstance(a, numpy.ndarray) else a for a in flat], out=dest[lo:hi])
 
-    pool = _workers()
-    futures: list[Future[None]] = [pool.submit(work) for _ in range(min(_threads, n_chunks) - 1)]
-    try:
-        work()
-    finally:
-        for f in futures:  # every chunk is written before anyone reads ``out``, even on error
-            f.exception()
-    for f in futures:
-        f.result()
+    run_chunks(chunk, size)
     return out
