@@ -24,8 +24,8 @@ from service.errors import RequestTooLarge
 from service.wire import to_bytes
 
 # What numpy.load raises for bytes that are not a .npy file (a header that does not tokenize
-# escapes as TokenError).
-_NOT_NPY = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
+# escapes as TokenError, a dimension past int64 as OverflowError).
+_NOT_NPY = (ValueError, OverflowError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 _NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -238,7 +238,11 @@ class NpyReader:
         elif dtype.name not in DTYPES:
             self._chunks = [bytes(head)]
         else:
-            array = numpy.empty(shape, dtype, order="F" if fortran_order else "C")
+            try:
+                array = numpy.empty(shape, dtype, order="F" if fortran_order else "C")
+            except (ValueError, OverflowError):  # dimensions numpy cannot hold: let it say so
+                self._chunks = [bytes(head)]
+                return
             in_file_order = array.T if fortran_order else array  # C-contiguous, like the file
             self._array = array
             self._target = in_file_order.reshape(-1).view(numpy.uint8).data

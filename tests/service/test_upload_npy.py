@@ -96,6 +96,14 @@ def test_trailing_bytes_are_ignored_as_numpy_load_does() -> None:
     _same(_read(raw, [len(raw) - 5]), codec.from_npy(raw))
 
 
+def _header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    buffer = io.BytesIO()
+    npy_format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue()
+
+
 BAD_BODIES = [
     b"",
     b"not npy",
@@ -106,6 +114,8 @@ BAD_BODIES = [
     _npy(numpy.array(["a", "b"])),  # unicode
     _npy(numpy.array([1 + 2j])),  # complex
     _npy(numpy.zeros(2, [("a", "<f4"), ("b", "<i4")])),  # structured
+    _header((0, 10**30)),  # no bytes, but a dimension past int64
+    _header((0, 2**62, 2**62)),  # no bytes, but more elements than numpy can count
 ]
 
 
@@ -120,10 +130,7 @@ def test_bodies_that_are_not_a_supported_npy_fail_as_from_npy_does(raw: bytes) -
 
 
 def test_object_arrays_are_refused_without_unpickling() -> None:
-    header = {"descr": "|O", "fortran_order": False, "shape": (1,)}
-    buffer = io.BytesIO()
-    npy_format.write_array_header_1_0(buffer, header)
-    raw = buffer.getvalue() + b"\x80\x04pickle"
+    raw = _header((1,), "|O") + b"\x80\x04pickle"
     with pytest.raises(InvalidArgument, match="Object arrays cannot be loaded"):
         _read(raw)
 
@@ -141,13 +148,10 @@ def test_a_body_cut_short_is_refused() -> None:
 def test_an_array_over_the_limit_is_never_allocated(descr: str) -> None:
     """A header may claim any size (numpy.load would try to allocate it): past the limit the
     body's bytes are only counted, to tell a short body from one over the limit."""
-    header = {"descr": descr, "fortran_order": False, "shape": (1 << 47,)}
-    buffer = io.BytesIO()
-    npy_format.write_array_header_1_0(buffer, header)
     expected = (1 << 47) * numpy.dtype(descr).itemsize
     message = rf"invalid \.npy body: EOF: reading array data, expected {expected} bytes got 64"
     with pytest.raises(InvalidArgument, match=message):
-        _read(buffer.getvalue() + b"\0" * 64, [3, 140])
+        _read(_header((1 << 47,), descr) + b"\0" * 64, [3, 140])
     raw = _npy(numpy.zeros(100))
     with pytest.raises(RequestTooLarge, match="array of 800 bytes exceeds the limit of 799"):
         _read(raw, [50], limit=799)
