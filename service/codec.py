@@ -13,7 +13,7 @@ import base64
 import io
 import math
 import tokenize
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy
 from numpy.lib import format as npy_format
@@ -269,7 +269,7 @@ class NpyReader:
             self._eof(len(self._target))
         return _native(self._array)
 
-    def _eof(self, expected: int) -> None:
+    def _eof(self, expected: int) -> NoReturn:
         raise InvalidArgument(
             f"invalid .npy body: EOF: reading array data, expected {expected} bytes got "
             f"{self._filled}"
