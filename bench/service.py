@@ -19,7 +19,9 @@ its peer's p50, the peer measured in the same run, interleaved with it in blocks
 - ``upload_ratio_http``: a 64 MiB float32 tensor uploaded as ``.npy``
   (``PUT /v1/sessions/{id}/tensors/{name}``) over the same bytes sent to a bare loopback
   socket server that answers once it has them all. Target <= 2.0. For where the time goes,
-  ``raw`` also has the bare FastAPI app reading the same body (uvicorn's parser alone).
+  ``raw`` also has the bare FastAPI app reading the same body (``fastapi_body_only``) and a
+  plain ASGI app under the same uvicorn dropping each chunk as it comes
+  (``asgi_receive_only``: what uvicorn's hand-over of the body costs by itself).
 - ``upload_ratio_grpc``: the same tensor by CreateTensor over the same bytes sent to a bare
   ``grpc.aio`` method that answers with their length. Target <= 1.2.
 
@@ -104,6 +106,17 @@ def _http_peer() -> None:
         return JSONResponse({"bytes": len(await request.body())})
 
     app.router.add_route("/upload", upload, methods=["PUT"])
+
+    async def receive_only(scope: Any, receive: Any, send: Any) -> None:
+        """Plain ASGI: each chunk uvicorn hands over is counted and dropped."""
+        received, more = 0, True
+        while more:
+            message = await receive()
+            received += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        await JSONResponse({"bytes": received})(scope, receive, send)
+
+    app.mount("/receive", receive_only)
 
     sock = _bind()
     config = uvicorn.Config(
@@ -537,14 +550,22 @@ class Bench:
 
         n = self.args.uploads
         ours, theirs = _interleaved(lambda: _check(*self.client.request(put, npy)), send_bare, n, 1)
-        # Where the time goes, not a target: the bare FastAPI app reading the same body.
+        # Where the time goes, not a target: the bare FastAPI app reading the same body, and
+        # uvicorn alone handing it over (a plain ASGI app dropping each chunk).
         self._connect()
         upload = RawHttp.head("PUT", "/upload", len(npy), NPY)
-        framework = _timed(lambda: _check(*self.echo.request(upload, npy)), n)
+        receive = RawHttp.head("PUT", "/receive/", len(npy), NPY)  # under the mount
+        framework, server = _interleaved(
+            lambda: _check(*self.echo.request(upload, npy)),
+            lambda: _check(*self.echo.request(receive, npy)),
+            n,
+            1,
+        )
         figures = {
             "gradserve": _figures(ours, 1e3),
             "socket": _figures(theirs, 1e3),
             "fastapi_body_only": _figures(framework, 1e3),
+            "asgi_receive_only": _figures(server, 1e3),
         }
         self._record("upload_ratio_http", "upload_http_ms", figures, _ratio(ours, theirs))
 

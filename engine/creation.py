@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy
@@ -10,7 +11,7 @@ import numpy
 from engine import dtypes
 from engine.backend import on_device, parse_device, to_numpy, xp_for
 from engine.errors import InvalidArgument
-from engine.tensor import Tensor
+from engine.tensor import Tensor, owned
 
 Shape = tuple[int, ...]
 
@@ -67,12 +68,25 @@ def _finish(array: Any, dtype: numpy.dtype[Any] | None, requires_grad: bool, dev
     return t
 
 
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """An array handed over by its only holder (a decoder that just filled it): ``tensor``
+    keeps its memory instead of copying it, when the array owns that memory and may write it.
+    """
+
+    array: numpy.ndarray
+
+
 def tensor(
     data: Any, dtype: str | None = None, requires_grad: bool = False, device: str | None = None
 ) -> Tensor:
     """A new tensor from nested lists, scalars, arrays or another tensor's values."""
     if isinstance(data, Tensor):
         data = to_numpy(data.data)
+    if isinstance(data, Adopted):
+        dt = dtypes.dtype_from_name(dtype) or data.array.dtype
+        array = owned(data.array.astype(dt, copy=False))
+        return _finish(array, None, requires_grad, parse_device(device))
     dt = dtypes.dtype_from_name(dtype) or _infer_dtype(data)
     if isinstance(data, numpy.ndarray):
         array = numpy.array(data, dtype=dt, copy=True)

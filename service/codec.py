@@ -12,14 +12,20 @@ from __future__ import annotations
 import base64
 import io
 import math
-from typing import Any
+import tokenize
+from typing import Any, NoReturn
 
 import numpy
+from numpy.lib import format as npy_format
 
 from engine.dtypes import DTYPES
 from engine.errors import InvalidArgument
+from service.errors import RequestTooLarge
 from service.wire import to_bytes
 
+# What numpy.load raises for bytes that are not a .npy file (a header that does not tokenize
+# escapes as TokenError, a dimension past int64 as OverflowError).
+_NOT_NPY = (ValueError, OverflowError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 _NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -64,7 +70,9 @@ def _number(value: Any) -> Any:
     return value
 
 
-def from_bytes(raw: bytes, shape: tuple[int, ...], dtype: numpy.dtype[Any]) -> numpy.ndarray:
+def from_bytes(
+    raw: bytes | memoryview, shape: tuple[int, ...], dtype: numpy.dtype[Any]
+) -> numpy.ndarray:
     """An array from little-endian bytes, checked against shape and dtype; read-only when
     the bytes need no conversion."""
     expected = math.prod(shape) * dtype.itemsize
@@ -146,8 +154,123 @@ def from_npy(raw: bytes) -> numpy.ndarray:
     """An array from ``.npy`` bytes (never unpickles objects)."""
     try:
         array = numpy.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except _NOT_NPY as exc:
         raise InvalidArgument(f"invalid .npy body: {exc}") from exc
+    return _native(array)
+
+
+def _native(array: numpy.ndarray) -> numpy.ndarray:
     if array.dtype.name not in DTYPES:
         raise InvalidArgument(f"unsupported dtype {array.dtype.name!r} in .npy body")
     return array.astype(DTYPES[array.dtype.name], copy=False)  # native byte order
+
+
+_NPY_HEADER_READERS = {
+    (1, 0): (2, npy_format.read_array_header_1_0),
+    (2, 0): (4, npy_format.read_array_header_2_0),
+}
+
+
+class NpyReader:
+    """``.npy`` bytes fed as they arrive, written straight into the array they describe.
+
+    Once the header is in, the data goes into a new array of its shape and dtype, which
+    nothing else references (a tensor can adopt it: ``engine.creation.Adopted``): no list of
+    chunks, no joined copy. What this path does not cover (another format version, a header
+    that does not parse, a dtype the engine lacks) is collected and handed to ``from_npy``,
+    so that answers and messages stay the same. An array over ``max_bytes`` is never
+    allocated: its bytes are only counted, to say whether the body was too large or short.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._head = bytearray()
+        self._chunks: list[bytes] | None = None  # the general path's body
+        self._array: numpy.ndarray | None = None
+        self._target = memoryview(b"")  # the array's bytes, in the file's order
+        self._claimed: int | None = None  # the size of an array over the limit
+        self._filled = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if self._chunks is not None:
+            self._chunks.append(chunk)
+        elif self._array is not None:
+            self._fill(chunk)
+        elif self._claimed is not None:
+            self._filled += len(chunk)
+        else:
+            self._head += chunk
+            self._start()
+
+    def _fill(self, chunk: bytes) -> None:
+        n = min(len(chunk), len(self._target) - self._filled)  # numpy ignores trailing bytes
+        self._target[self._filled : self._filled + n] = memoryview(chunk)[:n]
+        self._filled += n
+
+    def _start(self) -> None:
+        """Take the header once it is complete: allocate the array, or choose another path."""
+        head = self._head
+        if len(head) < npy_format.MAGIC_LEN + 4:
+            return
+        version = (head[6], head[7])
+        if head[:6] != npy_format.MAGIC_PREFIX or version not in _NPY_HEADER_READERS:
+            self._general()
+            return
+        width, read_header = _NPY_HEADER_READERS[version]
+        offset = npy_format.MAGIC_LEN + width
+        end = offset + int.from_bytes(head[npy_format.MAGIC_LEN : offset], "little")
+        if len(head) < end:
+            return
+        try:
+            shape, fortran_order, dtype = read_header(io.BytesIO(head[npy_format.MAGIC_LEN : end]))
+        except _NOT_NPY:
+            self._general()
+            return
+        if dtype.hasobject or min(shape, default=0) < 0:  # numpy.load refuses these itself
+            self._general()
+            return
+        rest = bytes(head[end:])
+        self._head = bytearray()
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > self._max_bytes:
+            self._claimed = nbytes
+            self._filled = len(rest)
+        elif dtype.name not in DTYPES:
+            self._chunks = [bytes(head)]
+        else:
+            try:
+                array = numpy.empty(shape, dtype, order="F" if fortran_order else "C")
+            except (ValueError, OverflowError):  # dimensions numpy cannot hold: let it say so
+                self._chunks = [bytes(head)]
+                return
+            in_file_order = array.T if fortran_order else array  # C-contiguous, like the file
+            self._array = array
+            self._target = in_file_order.reshape(-1).view(numpy.uint8).data
+            self._fill(rest)
+
+    def _general(self) -> None:
+        self._chunks = [bytes(self._head)]
+        self._head = bytearray()
+
+    def array(self) -> numpy.ndarray:
+        """The array (native byte order), once every chunk was fed. InvalidArgument when the
+        body is not a ``.npy`` file of a supported dtype or is cut short, RequestTooLarge when
+        its array is over the limit."""
+        if self._claimed is not None:
+            if self._filled >= self._claimed:
+                raise RequestTooLarge(
+                    f"the .npy body's array of {self._claimed} bytes exceeds the limit of "
+                    f"{self._max_bytes} bytes"
+                )
+            self._eof(self._claimed)
+        if self._array is None:
+            return from_npy(b"".join(self._chunks if self._chunks is not None else [self._head]))
+        if self._filled < len(self._target):
+            self._eof(len(self._target))
+        return _native(self._array)
+
+    def _eof(self, expected: int) -> NoReturn:
+        raise InvalidArgument(
+            f"invalid .npy body: EOF: reading array data, expected {expected} bytes got "
+            f"{self._filled}"
+        )

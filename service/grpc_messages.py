@@ -35,14 +35,16 @@ def dtype_name(value: pb.DType, default: str | None) -> str | None:
 # ----- messages -> command dicts -----
 
 
-def tensor_data(message: pb.TensorData) -> Any:
-    """An array from TensorData (float32 when the dtype is unspecified)."""
+def tensor_data(message: pb.TensorData, payload: bytes | memoryview | None = None) -> Any:
+    """An array from TensorData (float32 when the dtype is unspecified); ``payload``, when
+    given, stands for its ``data`` (``service.grpc_upload``)."""
     name = dtype_name(message.dtype, "float32")
     shape = tuple(message.shape)
     if any(n < 0 for n in shape):
         raise InvalidArgument(f"shape must be a list of non-negative integers, got {list(shape)}")
     try:
-        return codec.from_bytes(message.data, shape, DTYPES[str(name)])
+        raw = message.data if payload is None else payload
+        return codec.from_bytes(raw, shape, DTYPES[str(name)])
     except ValueError as exc:  # a shape numpy cannot hold, e.g. [0, 2**62]
         raise InvalidArgument(f"invalid tensor shape {list(shape)}: {exc}") from exc
 
@@ -98,7 +100,8 @@ def attribute(message: pb.Value) -> Any:
     return getattr(message, kind)
 
 
-def _create(m: pb.CreateTensor) -> dict[str, Any]:
+def create_command(m: pb.CreateTensor, payload: bytes | memoryview | None = None) -> dict[str, Any]:
+    """A create command's dict; ``payload`` stands for ``m.data.data`` when given."""
     body: dict[str, Any] = {
         "kind": "create",
         "factory": m.factory or "tensor",
@@ -108,7 +111,7 @@ def _create(m: pb.CreateTensor) -> dict[str, Any]:
         "name": m.name or None,
     }
     if m.HasField("data"):  # left out otherwise, so that parse() says what is missing
-        body["data"] = tensor_data(m.data)
+        body["data"] = tensor_data(m.data, payload)
     return body
 
 
@@ -184,7 +187,7 @@ def _release(m: pb.Release) -> dict[str, Any]:
 
 # Keyed by the field names of Command's oneof, which are the engine's command kinds.
 DECODERS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "create": _create, "op": _op, "backward": _backward, "grad": _grad, "detach": _detach,
+    "create": create_command, "op": _op, "backward": _backward, "grad": _grad, "detach": _detach,
     "zero_grad": _zero_grad, "requires_grad": _requires_grad, "retain_grad": _retain_grad,
     "get": _get, "release": _release,
 }  # fmt: skip
@@ -235,7 +238,7 @@ def execute_response(results: list[Result]) -> pb.ExecuteResponse:
     return response
 
 
-def _add_tensors(messages: Any, infos: list[TensorInfo | None]) -> None:
+def _add_tensors(messages: Any, infos: Sequence[TensorInfo | None]) -> None:
     for info in infos:
         _fill_tensor_info(messages.add(), info)
 

@@ -27,6 +27,7 @@ from service.dataplane import DataPlane
 from service.errors import GENERIC_DETAIL, status_of
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
+from service.grpc_upload import CreateTensorUpload, deserialize_create_tensor
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,13 @@ class GradientServicer(pb_grpc.GradientServicer):
         return pb.CloseSessionResponse()
 
     async def CreateTensor(
-        self, request: pb.CreateTensorRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.CreateTensorRequest | CreateTensorUpload,
+        context: grpc.aio.ServicerContext,
     ) -> pb.CommandResult:
+        if isinstance(request, CreateTensorUpload):  # a large tensor, its bytes not copied out
+            session = self.dataplane.session(request.session_id, token_of(context))
+            return await self.dataplane.submit(session, lambda: [request.command()], _first_result)
         return await self._one("create", request, context)
 
     async def ApplyOp(
@@ -375,7 +381,15 @@ def create_grpc_server(
             ("grpc.max_send_message_length", limit),
         ],
     )
-    pb_grpc.add_GradientServicer_to_server(GradientServicer(dataplane), server)
+    servicer = GradientServicer(dataplane)
+    pb_grpc.add_GradientServicer_to_server(servicer, server)
+    # Registered again with a deserializer that leaves a large tensor's bytes in the request.
+    create_tensor = grpc.unary_unary_rpc_method_handler(
+        servicer.CreateTensor,
+        request_deserializer=deserialize_create_tensor,
+        response_serializer=pb.CommandResult.SerializeToString,
+    )
+    server.add_registered_method_handlers(SERVICE_NAME, {"CreateTensor": create_tensor})
     health = _Health([SERVICE_NAME])
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
+from engine.creation import Adopted
 from engine.errors import Unauthenticated
 from engine.session import Result, Session
 from service import codec
@@ -79,17 +80,22 @@ class SessionHandle:
             self.session_id, self.token, functools.partial(self._read_npy, ref=ref)
         )
 
-    async def write_npy(self, name: str, raw: bytes, requires_grad: bool) -> Response:
+    async def write_npy(self, name: str, body: codec.NpyReader, requires_grad: bool) -> Response:
         """Bind ``name`` to a new leaf holding the ``.npy`` body's array: its CommandResult."""
-        write = functools.partial(self._write_npy, name=name, raw=raw, requires_grad=requires_grad)
+        write = functools.partial(
+            self._write_npy, name=name, body=body, requires_grad=requires_grad
+        )
         return await self.plane.call(self.session_id, self.token, write)
 
     def _session(self) -> Session:
         return self.plane.session(self.session_id, self.token)
 
-    def _write_npy(self, session: Session, name: str, raw: bytes, requires_grad: bool) -> Response:
-        array = codec.from_npy(raw)
-        command = {"kind": "create", "name": name, "data": array, "requires_grad": requires_grad}
+    def _write_npy(
+        self, session: Session, name: str, body: codec.NpyReader, requires_grad: bool
+    ) -> Response:
+        # The reader's array is this request's alone: the new tensor takes it without a copy.
+        data = Adopted(body.array())
+        command = {"kind": "create", "name": name, "data": data, "requires_grad": requires_grad}
         return _respond(self.plane.execute(session, [command]), False, False, 200)
 
     def _read_npy(self, session: Session, ref: Any) -> bytes:
@@ -108,13 +114,16 @@ async def session_handle(request: Request, session_id: str, token: TokenDep) -> 
     return SessionHandle(request.app.state.dataplane, session_id, token)
 
 
-async def get_npy_body(request: Request) -> bytes:
-    """The raw body of an ``application/x-npy`` request."""
+async def get_npy_body(request: Request) -> codec.NpyReader:
+    """The body of an ``application/x-npy`` request, read into its array as it arrives."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != NPY:
         raise HTTPException(415, f"the body must be {NPY} (a .npy file), not {media_type!r}")
-    return await request.body()
+    reader = codec.NpyReader(request.app.state.settings.max_request_bytes)
+    async for chunk in request.stream():
+        reader.feed(chunk)
+    return reader
 
 
 SessionDep = Annotated[SessionHandle, Depends(session_handle)]
-NpyBodyDep = Annotated[bytes, Depends(get_npy_body)]
+NpyBodyDep = Annotated[codec.NpyReader, Depends(get_npy_body)]

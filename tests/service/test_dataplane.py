@@ -33,7 +33,10 @@ def anyio_backend() -> str:
 
 @contextmanager
 def _plane(**settings: Any) -> Iterator[DataPlane]:
-    plane = DataPlane(Settings(**{"inline_max_elements": LIMIT, **settings}))
+    # A generous time bound: on a loaded machine a small op can take over the default 0.5 ms,
+    # and these tests are about which path runs, not about the bound (tested on its own).
+    defaults = {"inline_max_elements": LIMIT, "inline_max_seconds": 1.0}
+    plane = DataPlane(Settings(**{**defaults, **settings}))
     try:
         yield plane
     finally:

@@ -19,6 +19,7 @@ import numpy
 import pytest
 from fastapi import FastAPI
 
+from service import codec
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.errors import GENERIC_DETAIL
@@ -450,10 +451,23 @@ def _from_npy(raw: bytes) -> Any:
     return numpy.load(io.BytesIO(raw), allow_pickle=False)
 
 
-async def test_npy_round_trip_of_a_multi_megabyte_tensor(api: Api) -> None:
+async def test_npy_round_trip_of_a_multi_megabyte_tensor(
+    app: FastAPI, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[Any] = []
+    reader_array = codec.NpyReader.array
+
+    def spy(reader: codec.NpyReader) -> Any:
+        read.append(reader_array(reader))
+        return read[-1]
+
+    monkeypatch.setattr(codec.NpyReader, "array", spy)
     array = numpy.random.default_rng(0).standard_normal((1000, 1000))  # 8 MB of float64
     response = await api.request("PUT", "/tensors/big", content=_npy(array), headers=_NPY)
     assert response.status_code == 200, response.text
+    # The tensor holds the array the body was read into (engine.creation.Adopted), no copy.
+    session = app.state.dataplane.manager.get(api.id, api.token)
+    assert session.tensors["big"].data is read[0]
     (info,) = response.json()["tensors"]
     assert info == {
         "name": "big",
@@ -645,6 +659,24 @@ BAD_REQUESTS = [
         headers=JSON,
     ),
     case("npy-garbage", "PUT", "/tensors/n", BAD, ".npy", content=b"not npy", headers=_NPY),
+    case(
+        "npy-header",
+        "PUT",
+        "/tensors/n",
+        BAD,
+        "invalid .npy body",
+        content=b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f4',}" + b" " * 64,
+        headers=_NPY,
+    ),
+    case(
+        "npy-cut-short",
+        "PUT",
+        "/tensors/n",
+        BAD,
+        "invalid .npy body: EOF",
+        content=_npy(numpy.arange(1000.0))[:-8],
+        headers=_NPY,
+    ),
     case(
         "npy-object",
         "PUT",
