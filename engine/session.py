@@ -78,6 +78,10 @@ class Session:
         # The batch's undo log for names, flat (no tuple per binding): name, what it was
         # bound to before (None: nothing), name, ...
         self._rebound: list[Any] = []
+        # Bytes of the tensors this batch bound since the limit was last checked: a batch
+        # checks again once they pass an eighth of the limit, so it cannot allocate far past
+        # the limit before it fails (the exact check also runs at the batch's end).
+        self._unchecked_bytes = 0
         self.closed = False
 
     def check_token(self, token: str) -> bool:
@@ -111,6 +115,9 @@ class Session:
                 f"session holds {len(tensors)} tensors, over the limit of "
                 f"{limits.max_tensors_per_session}"
             )
+        self._unchecked_bytes += t.data.nbytes
+        if self._unchecked_bytes > limits.max_bytes_per_session >> 3:
+            self._check_bytes()
         return brief(name, t)
 
     def unbind(self, name: str) -> None:
@@ -169,6 +176,7 @@ class Session:
             rng_state = self.generator.get_state()
             next_auto = self._next_auto
             self._rebound = []
+            self._unchecked_bytes = 0
             results: list[Result] = []
             append = results.append
             run = executors.EXECUTORS.get
@@ -196,6 +204,7 @@ class Session:
             return results
 
     def _check_bytes(self) -> None:
+        self._unchecked_bytes = 0
         limit = self.limits.max_bytes_per_session
         bound = process_bytes_bound()
         if bound is not None and bound <= limit:

@@ -150,10 +150,19 @@ def test_a_command_that_fails_half_way_is_undone(small: SessionManager) -> None:
     fails(s, InvalidArgument, op(None, "add_", "view", 1.0, alpha="x"))
 
 
-def test_the_bytes_check_at_the_end_undoes_the_batch(small: SessionManager) -> None:
+def test_the_bytes_check_undoes_the_batch(small: SessionManager) -> None:
     s = open_session(small, limits=Limits(max_bytes_per_session=1000))
     run(s, create("x", [0.0] * 200))
-    fails(s, ResourceExhausted, create("y", [0.0] * 200), op(None, "add_", "x", 1.0), get("x"))
+    fails(s, ResourceExhausted, create("y", [0.0] * 200), op(None, "add_", "x", 1.0), index=0)
+
+
+def test_a_batch_stops_soon_after_it_crosses_the_bytes_limit(small: SessionManager) -> None:
+    """Bytes are checked again every eighth of the limit a batch binds, not only at its end:
+    a batch of 400 kB of tensors under a 40 kB limit fails at its fifth 10 kB tensor."""
+    s = open_session(small, limits=Limits(max_bytes_per_session=40_000))
+    zeros = {"kind": "create", "factory": "zeros", "args": [[50, 50]]}  # 10 kB of float32
+    error = fails(s, ResourceExhausted, *[{**zeros, "name": f"z{i}"} for i in range(40)], index=4)
+    assert "50000 bytes" in str(error)
 
 
 def test_an_unexpected_error_is_undone_too(
