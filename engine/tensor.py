@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from engine import grad_mode, journal
+from engine import autograd, grad_mode, journal
 from engine.autograd import AccumulateGrad, Node
 from engine.backend import device_of, to_numpy, xp_of
 from engine.dtypes import DTYPES, legacy_name
@@ -30,7 +30,11 @@ DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
 
 
 class VersionCounter:
-    """Counts in-place writes; shared by a tensor, its views and its detached aliases."""
+    """Counts in-place writes; shared by a tensor, its views and its detached aliases.
+
+    A tensor creates its counter on first need (``Tensor.counter``): most tensors are never
+    written in place nor aliased, and their version is 0.
+    """
 
     __slots__ = ("value",)
 
@@ -62,12 +66,18 @@ class Tensor:
         "requires_grad",
     )
 
-    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+    def __init__(
+        self,
+        data: Any,
+        requires_grad: bool = False,
+        grad_fn: Node | None = None,
+        version: VersionCounter | None = None,
+    ) -> None:
         self.data = data
         self.requires_grad = requires_grad
         self.grad: Tensor | None = None
-        self.grad_fn: Node | None = None
-        self._version = VersionCounter()
+        self.grad_fn = grad_fn
+        self._version = version  # None until needed: see VersionCounter
         self._base: Tensor | None = None
         self._retains_grad = False
         self._accumulator: weakref.ref[AccumulateGrad] | None = None
@@ -105,7 +115,15 @@ class Tensor:
 
     @property
     def version(self) -> int:
-        return self._version.value
+        counter = self._version
+        return 0 if counter is None else counter.value
+
+    def counter(self) -> VersionCounter:
+        """This tensor's version counter, created on first need (to share it or bump it)."""
+        counter = self._version
+        if counter is None:
+            counter = self._version = VersionCounter()
+        return counter
 
     def numel(self) -> int:
         return int(self.data.size)
@@ -247,10 +265,10 @@ class Tensor:
                 "to a single memory location. Please clone() the tensor before performing the "
                 "operation."
             )
+        counter = self.counter()
         if journal.active():
             saved = self.data.copy()
-            version = self._version.value
-            counter = self._version
+            version = counter.value
 
             def undo() -> None:
                 self.data[...] = saved
@@ -258,12 +276,12 @@ class Tensor:
 
             journal.record(undo)
         self.data[...] = values
-        self._version.value += 1
+        counter.value += 1
+        autograd.WRITES.count += 1  # after the version: see Node.check_saved
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's memory and version counter, outside any graph."""
-        out = Tensor(self.data)
-        out._version = self._version
+        out = Tensor(self.data, version=self.counter())
         out._base = self._base
         return out
 

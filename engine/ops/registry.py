@@ -32,7 +32,7 @@ from engine import dtypes, grad_mode, parallel
 from engine.autograd import Node
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.tensor import Tensor
+from engine.tensor import Tensor, VersionCounter
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -72,6 +72,10 @@ class Primitive:
         self.differentiable = differentiable
         self.elementwise = elementwise
         self.vjp: Callable[..., tuple[Any, ...]] | None = None
+        self.fixed_name = node if isinstance(node, str) else ""  # the node's name, if fixed
+        # Whether ``apply`` may take its fast path (see there): an elementwise op of one or
+        # two operands whose dtype follows the inputs and whose node has a fixed name.
+        self.fast = elementwise and dtype != KEEP and not view and bool(self.fixed_name)
 
     def defvjp(self, rule: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
         self.vjp = rule
@@ -171,11 +175,95 @@ def _as_array(value: Any, like: Any) -> Any:
 
 
 _NUMBERS = (int, float)  # bool is an int; a tuple is tested faster than a union
+_SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
+
+
+NO_ATTRS: dict[str, Any] = {}  # the attributes of most calls; never written to
+_UNARY = (None,)  # what a plain node that keeps no inputs holds for them: None for a tensor
+_BINARY = (None, None)
 
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
     """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
-    # This runs once per op call: one pass over the arguments gathers everything below.
+    # The fast path: an elementwise op on small floating tensors (not 0-d) of one dtype, shape
+    # and backend, or on one such tensor and a Python number. No promotion, no broadcasting, no
+    # threads: this runs once per op of every graph, so it tests the common case first.
+    # Anything else, or anything unusual about the result, takes the general path.
+    if not op.fast or attrs:
+        return _apply(op, args, attrs)
+    a = args[0]
+    if type(a) is not Tensor:
+        return _apply(op, args, attrs)
+    x = a.data
+    # Not 0-d: NumPy makes numbers of 0-d results, which a plain node's rule would take for
+    # Python numbers in place of its inputs.
+    if x.dtype.kind != "f" or x.size >= parallel.MIN_SIZE or not x.ndim:
+        return _apply(op, args, attrs)
+    b = None
+    n = len(args)
+    if n == 1:
+        arrays: tuple[Any, ...] = (x,)
+        needs_grad = a.requires_grad
+    elif n != 2:
+        return _apply(op, args, attrs)
+    elif type(args[1]) is Tensor:
+        b = args[1]
+        y = b.data
+        if y.dtype is not x.dtype or type(y) is not type(x) or y.shape != x.shape:
+            return _apply(op, args, attrs)
+        arrays = (x, y)
+        needs_grad = a.requires_grad or b.requires_grad
+    elif type(args[1]) in _SCALARS:
+        arrays = (x, args[1])
+        needs_grad = a.requires_grad
+    else:
+        return _apply(op, args, attrs)
+    out = op.forward(*arrays)
+    if type(out) is not numpy.ndarray:
+        out = _as_array(out, x)  # NumPy gives scalars for 0-d results
+    if not (needs_grad and op.differentiable and grad_mode.GRAD_MODE.enabled):
+        return Tensor(out)
+    if out.dtype is not x.dtype:  # an op whose result type is its own: the general node
+        result = Tensor(out, out.dtype.kind == "f")
+        if result.requires_grad:
+            result.grad_fn = Node.record(op, args, list(arrays), attrs, result)
+        return result
+    # Every tensor input has the output's shape and dtype: the node is plain.
+    edge_a = None
+    if a.requires_grad:
+        edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
+    edges: tuple[Any, ...]
+    if b is not None:
+        edge_b = None
+        if b.requires_grad:
+            edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
+        edges = (edge_a, edge_b)
+    else:
+        edges = (edge_a,) if n == 1 else (edge_a, None)
+    if op.saves_inputs:
+        version_a = 0 if a._version is None else a._version.value
+        versions: tuple[int | None, ...]
+        if n == 1:
+            versions = (version_a,)
+        elif b is None:
+            versions = (version_a, None)
+        else:
+            versions = (version_a, 0 if b._version is None else b._version.value)
+        node = Node(op, op.fixed_name, attrs, edges, arrays, arrays, args, versions, True)
+    else:  # the rule gets the gradient in place of each tensor input (see Node)
+        kept = _UNARY if n == 1 else _BINARY if b is not None else (None, arrays[1])
+        node = Node(op, op.fixed_name, attrs, edges, kept, kept, None, None, True)
+    if op.saves_output:
+        counter = VersionCounter()
+        node.out = out
+        node.out_version = counter
+        return Tensor(out, True, node, counter)
+    return Tensor(out, True, node)
+
+
+def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
+    """``apply``'s general path."""
+    # One pass over the arguments gathers everything below.
     arrays: list[Any] = []
     first: Any = None  # the first tensor's array
     mixed = False  # tensors of more than one dtype
@@ -226,7 +314,7 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
     result = Tensor(out, record)
     if op.view and first is not None and out.base is not None:
         source = _first_tensor(args)
-        result._version = source._version
+        result._version = source.counter()
         result._base = source._base if source._base is not None else source
     if record:
         result.grad_fn = Node.record(op, args, arrays, attrs, result)
