@@ -264,12 +264,14 @@ class Node:
                 grads = parallel.run(vjp, (g, self.out, *arrays), attrs)
             if grads is None:
                 grads = vjp(g, self.out, *arrays, **attrs) if attrs else vjp(g, self.out, *arrays)
-        edges = self.edges
-        if len(grads) == len(edges):  # the common case, first: this runs once per node
+        if len(grads) == len(self.edges):  # the common case, first: this runs once per node
             return tuple(grads)
-        # A rule may leave out the trailing inputs that take no gradient: attributes passed
-        # positionally (``unsqueeze(x, 0)``) are inputs without edges.
-        extra = edges[len(grads) :]
+        return self.complete(grads)
+
+    def complete(self, grads: tuple[Any, ...]) -> tuple[Any, ...]:
+        """One gradient per edge: a rule may leave out the trailing inputs that take none
+        (attributes passed positionally, as in ``unsqueeze(x, 0)``, are inputs without edges)."""
+        extra = self.edges[len(grads) :]
         if not extra or any(edge is not None for edge in extra):
             raise AssertionError(f"{self.name}: rule returned {len(grads)} grads")
         return (*grads, *(None,) * len(extra))
@@ -381,12 +383,10 @@ def _sum(a: Any, b: Any, create_graph: bool, sums: dict[int, Any]) -> Any:
     ``sums`` holds the sums this pass made, which nothing else can see yet: adding into one
     of them in place spares a new array for each further gradient (a weight used by many ops).
     """
-    if create_graph:
+    if create_graph or a.size < parallel.MIN_SIZE:  # small: a new array costs less than `sums`
         return a + b
     owned = sums.get(id(a)) is a
-    total = None
-    if a.size >= parallel.MIN_SIZE:
-        total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
+    total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
     if total is None:
         if owned:
             a += b
@@ -430,7 +430,8 @@ def run_backward(
         while ready:
             node = heapq.heappop(ready)[1]
             g = grads.pop(node)
-            sums.pop(id(g), None)
+            if sums:
+                sums.pop(id(g), None)
             edges = node.edges
             if target_set is not None:
                 if node in target_set:
@@ -455,7 +456,9 @@ def run_backward(
                 if node.inputs is None:
                     arrays = (g,) if len(arrays) == 1 else _stand_ins(arrays, g)
                 results = op.vjp(g, node.out, *arrays)
-            for child, gi, meta in zip(edges, results, metas if fit else edges, strict=True):
+                if len(results) != len(edges):
+                    results = node.complete(results)
+            for child, gi, meta in zip(edges, results, metas, strict=False):  # as long, and faster
                 if child is None or gi is None:
                     continue
                 if fit and (create_graph or gi.shape != meta.shape or gi.dtype != meta.dtype):

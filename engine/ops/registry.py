@@ -60,6 +60,7 @@ class Primitive:
         view: bool,
         differentiable: bool,
         elementwise: bool = False,
+        ufunc: str | None = None,
     ) -> None:
         self.name = name
         self.forward = forward
@@ -71,6 +72,8 @@ class Primitive:
         self.view = view
         self.differentiable = differentiable
         self.elementwise = elementwise
+        # The NumPy ufunc that the forward is on NumPy arrays of floats (see ``primitive``).
+        self.ufunc: Callable[..., Any] | None = None if ufunc is None else getattr(numpy, ufunc)
         self.vjp: Callable[..., tuple[Any, ...]] | None = None
         self.fixed_name = node if isinstance(node, str) else ""  # the node's name, if fixed
         # Whether ``apply`` may take its fast path (see there): an elementwise op of one or
@@ -82,6 +85,9 @@ class Primitive:
         return rule
 
     def __call__(self, *args: Any, **attrs: Any) -> Any:
+        # Rules call unary ops on arrays (``cos(x)`` in sin's): the ufunc is the forward there.
+        if self.ufunc is not None and len(args) == 1 and type(args[0]) is numpy.ndarray:
+            return self.ufunc(args[0])
         for a in args:
             if isinstance(a, Tensor):
                 return apply(self, args, attrs)
@@ -110,6 +116,7 @@ def primitive(
     view: bool = False,
     differentiable: bool = True,
     elementwise: bool = False,
+    ufunc: str | None = None,
     public: bool = True,
 ) -> Callable[[Callable[..., Any]], Primitive]:
     """Register a primitive whose forward is the decorated function.
@@ -118,6 +125,9 @@ def primitive(
     the left) is registered with ``public=False``: commands reach it through the composite.
     ``elementwise=True`` promises that the forward and the VJP map same-shaped arrays element
     by element, so that large calls may run in chunks on threads (``engine.parallel``).
+    ``ufunc`` names the NumPy ufunc that the forward computes on NumPy arrays: of any dtype
+    for an op of one operand, of one floating dtype and shape for two. ``apply`` and rules
+    call it directly on small arrays, where the forward's own dispatch would cost as much.
     """
 
     def wrap(forward: Callable[..., Any]) -> Primitive:
@@ -130,6 +140,7 @@ def primitive(
             view=view,
             differentiable=differentiable,
             elementwise=elementwise,
+            ufunc=ufunc,
         )
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} is registered twice")
@@ -181,6 +192,7 @@ _SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
 NO_ATTRS: dict[str, Any] = {}  # the attributes of most calls; never written to
 _UNARY = (None,)  # what a plain node that keeps no inputs holds for them: None for a tensor
 _BINARY = (None, None)
+_V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were never written
 
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
@@ -218,9 +230,12 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
         needs_grad = a.requires_grad
     else:
         return _apply(op, args, attrs)
-    out = op.forward(*arrays)
-    if type(out) is not numpy.ndarray:
-        out = _as_array(out, x)  # NumPy gives scalars for 0-d results
+    if op.ufunc is not None and type(x) is numpy.ndarray:
+        out = op.ufunc(*arrays)
+    else:
+        out = op.forward(*arrays)
+        if type(out) is not numpy.ndarray:
+            out = _as_array(out, x)  # a CuPy array
     if not (needs_grad and op.differentiable and grad_mode.GRAD_MODE.enabled):
         return Tensor(out)
     if out.dtype is not x.dtype:  # an op whose result type is its own: the general node
@@ -241,14 +256,15 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
     else:
         edges = (edge_a,) if n == 1 else (edge_a, None)
     if op.saves_inputs:
-        version_a = 0 if a._version is None else a._version.value
         versions: tuple[int | None, ...]
         if n == 1:
-            versions = (version_a,)
+            versions = _V0 if a._version is None else (a._version.value,)
         elif b is None:
-            versions = (version_a, None)
+            versions = _V0N if a._version is None else (a._version.value, None)
+        elif a._version is None and b._version is None:
+            versions = _V00
         else:
-            versions = (version_a, 0 if b._version is None else b._version.value)
+            versions = (a.version, b.version)
         node = Node(op, op.fixed_name, attrs, edges, arrays, arrays, args, versions, True)
     else:  # the rule gets the gradient in place of each tensor input (see Node)
         kept = _UNARY if n == 1 else _BINARY if b is not None else (None, arrays[1])
