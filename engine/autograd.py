@@ -426,9 +426,9 @@ def run_backward(
     executed: list[Node] = []
     sums: dict[int, Any] = {}  # see _sum
     writes = WRITES.count  # nothing writes in place during the pass
+    node = heapq.heappop(ready)[1] if ready else None
     with grad_mode.set_grad_enabled(create_graph):
-        while ready:
-            node = heapq.heappop(ready)[1]
+        while node is not None:
             g = grads.pop(node)
             if sums:
                 sums.pop(id(g), None)
@@ -438,13 +438,15 @@ def run_backward(
                     captured[node] = g
                 if not any(c in needed for c in edges if c is not None):  # type: ignore[operator]
                     _retain(node, g, retained)
+                    node = heapq.heappop(ready)[1] if ready else None
                     continue
             if node.retained:  # PyTorch fills these on every path to a target, targets included
                 _retain(node, g, retained)
             op = node.op
-            if op.saves and (node.freed or node.epoch != writes):
-                node.check_saved()
-            executed.append(node)
+            if op.saves:
+                if node.freed or node.epoch != writes:
+                    node.check_saved()
+                executed.append(node)
             metas = node.metas
             assert metas is not None  # check_saved raised if the node's buffers were freed
             fit = not node.plain
@@ -458,6 +460,7 @@ def run_backward(
                 results = op.vjp(g, node.out, *arrays)
                 if len(results) != len(edges):
                     results = node.complete(results)
+            new = None  # the first node this one gives its first gradient, kept off the heap
             for child, gi, meta in zip(edges, results, metas, strict=False):  # as long, and faster
                 if child is None or gi is None:
                     continue
@@ -469,7 +472,18 @@ def run_backward(
                     continue
                 grads[child] = gi
                 if type(child) is Node and (needed is None or child in needed):
-                    heapq.heappush(ready, (child.order, child))
+                    if new is None:
+                        new = child
+                    else:
+                        heapq.heappush(ready, (child.order, child))
+            # The next node: the newest of those that have a gradient. In a chain that is the
+            # one just reached, and the heap stays empty.
+            if new is not None and (not ready or new.order < ready[0][0]):
+                node = new
+            elif new is not None:
+                node = heapq.heapreplace(ready, (new.order, new))[1]
+            else:
+                node = heapq.heappop(ready)[1] if ready else None
     # What is left: the gradients reaching leaves (and nodes no target needs).
     for node, g in grads.items():
         if type(node) is AccumulateGrad and (target_set is None or node in target_set):
