@@ -414,19 +414,19 @@ def run_backward(
         needed = _needed(_topological_order([node for node, _ in roots]), target_set)
     grads: dict[GraphNode, Any] = {}  # the gradient reaching each node so far
     ready: list[tuple[int, Node]] = []  # the nodes that have one, as a heap by Node.order
-    for node, g in roots:
-        if node in grads:
-            grads[node] = grads[node] + g
+    for root, g in roots:
+        if root in grads:
+            grads[root] = grads[root] + g
         else:
-            grads[node] = g
-            if type(node) is Node and (needed is None or node in needed):
-                heapq.heappush(ready, (node.order, node))
+            grads[root] = g
+            if type(root) is Node and (needed is None or root in needed):
+                heapq.heappush(ready, (root.order, root))
     captured: dict[GraphNode, Any] = {}
     retained: list[tuple[Tensor, Any]] = []
     executed: list[Node] = []
     sums: dict[int, Any] = {}  # see _sum
     writes = WRITES.count  # nothing writes in place during the pass
-    node = heapq.heappop(ready)[1] if ready else None
+    node: Node | None = heapq.heappop(ready)[1] if ready else None
     with grad_mode.set_grad_enabled(create_graph):
         while node is not None:
             g = grads.pop(node)
@@ -485,9 +485,9 @@ def run_backward(
             else:
                 node = heapq.heappop(ready)[1] if ready else None
     # What is left: the gradients reaching leaves (and nodes no target needs).
-    for node, g in grads.items():
-        if type(node) is AccumulateGrad and (target_set is None or node in target_set):
-            captured[node] = g
+    for reached, g in grads.items():
+        if type(reached) is AccumulateGrad and (target_set is None or reached in target_set):
+            captured[reached] = g
     freed = [] if retain_graph else executed
     return captured, retained, freed
 
