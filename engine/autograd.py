@@ -461,11 +461,17 @@ def run_backward(
                 if len(results) != len(edges):
                     results = node.complete(results)
             new = None  # the first node this one gives its first gradient, kept off the heap
-            for child, gi, meta in zip(edges, results, metas, strict=False):  # as long, and faster
+            i = -1
+            while i + 1 < len(edges):  # no zip: it costs more than this loop, for two edges
+                i += 1
+                child = edges[i]
+                gi = results[i]
                 if child is None or gi is None:
                     continue
-                if fit and (create_graph or gi.shape != meta.shape or gi.dtype != meta.dtype):
-                    gi = _fit(gi, meta, create_graph)
+                if fit:
+                    meta = metas[i]
+                    if create_graph or gi.shape != meta.shape or gi.dtype != meta.dtype:
+                        gi = _fit(gi, meta, create_graph)
                 before = grads.get(child)
                 if before is not None:
                     grads[child] = _sum(before, gi, create_graph, sums)
