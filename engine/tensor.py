@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy
 
@@ -24,6 +24,8 @@ _CPP_NAMES = {
     "int32": "int", "int16": "short int", "int8": "signed char", "uint8": "unsigned char",
     "bool": "bool",
 }  # fmt: skip
+
+Layout: TypeAlias = tuple[type, numpy.dtype[Any], tuple[int, ...], int] | Literal[False]
 
 # dtype.name goes through Python code in NumPy; a dict lookup is far cheaper on the hot path.
 DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
@@ -58,6 +60,7 @@ class Tensor:
         "__weakref__",
         "_accumulator",
         "_base",
+        "_layout",
         "_retains_grad",
         "_version",
         "data",
@@ -72,8 +75,9 @@ class Tensor:
         requires_grad: bool = False,
         grad_fn: Node | None = None,
         version: VersionCounter | None = None,
+        layout: Layout | None = None,
     ) -> None:
-        self.data = data
+        self.data = data  # never replaced: in-place ops write into it
         self.requires_grad = requires_grad
         self.grad: Tensor | None = None
         self.grad_fn = grad_fn
@@ -81,6 +85,7 @@ class Tensor:
         self._base: Tensor | None = None
         self._retains_grad = False
         self._accumulator: weakref.ref[AccumulateGrad] | None = None
+        self._layout = layout  # None until needed: see layout()
 
     # ----- metadata -----
 
@@ -117,6 +122,19 @@ class Tensor:
     def version(self) -> int:
         counter = self._version
         return 0 if counter is None else counter.value
+
+    def layout(self) -> Layout:
+        """What ``apply``'s fast path needs to know of the array, worked out once.
+
+        (array type, dtype, shape, size) for a floating array of one dimension or more: two
+        tensors of equal layouts take the fast path together. False for any other array.
+        """
+        data = self.data
+        layout: Layout = False
+        if data.dtype.kind == "f" and data.ndim:
+            layout = (type(data), data.dtype, data.shape, data.size)
+        self._layout = layout
+        return layout
 
     def counter(self) -> VersionCounter:
         """This tensor's version counter, created on first need (to share it or bump it)."""

@@ -197,52 +197,59 @@ _V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were ne
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
     """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
-    # The fast path: an elementwise op on small floating tensors (not 0-d) of one dtype, shape
-    # and backend, or on one such tensor and a Python number. No promotion, no broadcasting, no
-    # threads: this runs once per op of every graph, so it tests the common case first.
-    # Anything else, or anything unusual about the result, takes the general path.
+    # The fast path: an elementwise op on small floating tensors (not 0-d) of one layout
+    # (``Tensor.layout``), or on one such tensor and a Python number. No promotion, no
+    # broadcasting, no threads: this runs once per op of every graph, so it tests the common
+    # case first. Anything else, or anything unusual about the result, takes the general path.
     if not op.fast or attrs:
         return _apply(op, args, attrs)
     a = args[0]
     if type(a) is not Tensor:
         return _apply(op, args, attrs)
-    x = a.data
-    # Not 0-d: NumPy makes numbers of 0-d results, which a plain node's rule would take for
-    # Python numbers in place of its inputs.
-    if x.dtype.kind != "f" or x.size >= parallel.MIN_SIZE or not x.ndim:
+    layout = a._layout
+    if layout is None:
+        layout = a.layout()
+    if not layout or layout[3] >= parallel.MIN_SIZE:
         return _apply(op, args, attrs)
-    b = None
-    n = len(args)
-    if n == 1:
+    x = a.data
+    b = None  # the second tensor
+    if len(args) == 1:
         arrays: tuple[Any, ...] = (x,)
         needs_grad = a.requires_grad
-    elif n != 2:
+    elif len(args) != 2:
         return _apply(op, args, attrs)
     elif type(args[1]) is Tensor:
         b = args[1]
-        y = b.data
-        if y.dtype is not x.dtype or type(y) is not type(x) or y.shape != x.shape:
+        other = b._layout
+        if other is None:
+            other = b.layout()
+        if other is not layout and other != layout:
             return _apply(op, args, attrs)
-        arrays = (x, y)
+        arrays = (x, b.data)
         needs_grad = a.requires_grad or b.requires_grad
     elif type(args[1]) in _SCALARS:
         arrays = (x, args[1])
         needs_grad = a.requires_grad
     else:
         return _apply(op, args, attrs)
-    if op.ufunc is not None and type(x) is numpy.ndarray:
-        out = op.ufunc(*arrays)
+    if op.ufunc is not None and layout[0] is numpy.ndarray:
+        out = op.ufunc(*arrays)  # of the inputs' dtype: floats with Python numbers (NEP 50)
     else:
         out = op.forward(*arrays)
         if type(out) is not numpy.ndarray:
             out = _as_array(out, x)  # a CuPy array
-    if not (needs_grad and op.differentiable and grad_mode.GRAD_MODE.enabled):
-        return Tensor(out)
-    if out.dtype is not x.dtype:  # an op whose result type is its own: the general node
-        result = Tensor(out, out.dtype.kind == "f")
-        if result.requires_grad:
-            result.grad_fn = Node.record(op, args, list(arrays), attrs, result)
-        return result
+        if out.dtype != layout[1]:  # an op whose result type is its own: the general node
+            record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
+            result = Tensor(out, record and out.dtype.kind == "f")
+            if result.requires_grad:
+                result.grad_fn = Node.record(op, args, list(arrays), attrs, result)
+            return result
+    if not (
+        needs_grad
+        and op.differentiable
+        and (grad_mode.OFF.threads == 0 or grad_mode.GRAD_MODE.enabled)  # is_grad_enabled()
+    ):
+        return Tensor(out, False, None, None, layout)
     # Every tensor input has the output's shape and dtype: the node is plain.
     edge_a = None
     if a.requires_grad:
@@ -254,10 +261,10 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
             edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
         edges = (edge_a, edge_b)
     else:
-        edges = (edge_a,) if n == 1 else (edge_a, None)
+        edges = (edge_a,) if len(arrays) == 1 else (edge_a, None)
     if op.saves_inputs:
         versions: tuple[int | None, ...]
-        if n == 1:
+        if len(arrays) == 1:
             versions = _V0 if a._version is None else (a._version.value,)
         elif b is None:
             versions = _V0N if a._version is None else (a._version.value, None)
@@ -267,14 +274,14 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
             versions = (a.version, b.version)
         node = Node(op, op.fixed_name, attrs, edges, arrays, arrays, args, versions, True)
     else:  # the rule gets the gradient in place of each tensor input (see Node)
-        kept = _UNARY if n == 1 else _BINARY if b is not None else (None, arrays[1])
+        kept = _UNARY if len(arrays) == 1 else _BINARY if b is not None else (None, arrays[1])
         node = Node(op, op.fixed_name, attrs, edges, kept, kept, None, None, True)
     if op.saves_output:
         counter = VersionCounter()
         node.out = out
         node.out_version = counter
-        return Tensor(out, True, node, counter)
-    return Tensor(out, True, node)
+        return Tensor(out, True, node, counter, layout)
+    return Tensor(out, True, node, None, layout)
 
 
 def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
@@ -324,7 +331,7 @@ def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tenso
         out = op.forward(*arrays, **attrs) if attrs else op.forward(*arrays)
     if first is not None and type(out) is not numpy.ndarray:
         out = _as_array(out, first)  # NumPy gives scalars for 0-d results
-    record = needs_grad and op.differentiable and grad_mode.GRAD_MODE.enabled
+    record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
     if record and out.dtype.kind != "f":
         record = False
     result = Tensor(out, record)
@@ -353,7 +360,7 @@ def apply_inplace(
     op: Primitive, target: Tensor, args: tuple[Any, ...], attrs: dict[str, Any]
 ) -> Tensor:
     """Run ``op`` with ``target`` as its first input and write the result into ``target``."""
-    recording = grad_mode.GRAD_MODE.enabled
+    recording = grad_mode.is_grad_enabled()
     if recording and target.requires_grad:
         base = target._base
         if base is None and target.grad_fn is None:
