@@ -32,7 +32,7 @@ from engine import dtypes, grad_mode, parallel
 from engine.autograd import Node
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.tensor import Tensor, VersionCounter
+from engine.tensor import Layout, Tensor, VersionCounter
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -197,91 +197,142 @@ _V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were ne
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
     """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
-    # The fast path: an elementwise op on small floating tensors (not 0-d) of one layout
-    # (``Tensor.layout``), or on one such tensor and a Python number. No promotion, no
-    # broadcasting, no threads: this runs once per op of every graph, so it tests the common
-    # case first. Anything else, or anything unusual about the result, takes the general path.
-    if not op.fast or attrs:
-        return _apply(op, args, attrs)
-    a = args[0]
-    if type(a) is not Tensor:
-        return _apply(op, args, attrs)
-    layout = a._layout
+    if op.fast and not attrs:
+        if len(args) == 1:
+            return apply_unary(op, args[0])
+        if len(args) == 2:
+            return apply_binary(op, args[0], args[1])
+    return _apply(op, args, attrs)
+
+
+# The fast paths, ``apply_unary`` and ``apply_binary``: an elementwise op on small floating
+# tensors (not 0-d) of one layout (``Tensor.layout``), or on one such tensor and a Python
+# number. No promotion, no broadcasting, no threads: this runs once per op of every graph, so
+# the common case goes first and straight. Anything else takes the general path, ``_apply``.
+
+
+def apply_unary(op: Primitive, a: Any) -> Tensor:
+    """``apply(op, (a,), {})`` for an op with ``op.fast``."""
+    layout = a._layout if type(a) is Tensor else False
     if layout is None:
         layout = a.layout()
     if not layout or layout[3] >= parallel.MIN_SIZE:
-        return _apply(op, args, attrs)
+        return _apply(op, (a,), NO_ATTRS)
     x = a.data
-    b = None  # the second tensor
-    if len(args) == 1:
-        arrays: tuple[Any, ...] = (x,)
-        needs_grad = a.requires_grad
-    elif len(args) != 2:
-        return _apply(op, args, attrs)
-    elif type(args[1]) is Tensor:
-        b = args[1]
+    if op.ufunc is not None and type(x) is numpy.ndarray:
+        out = op.ufunc(x)  # of the input's dtype, for floats
+    else:
+        out = _forward(op, (x,))
+        if not _fits(out, layout):
+            return _other(op, (a,), (x,), out, a.requires_grad)
+    if not (
+        a.requires_grad
+        and op.differentiable
+        and (grad_mode.OFF.threads == 0 or grad_mode.GRAD_MODE.enabled)  # is_grad_enabled()
+    ):
+        return Tensor(out, False, None, None, layout)
+    edges = (a.grad_fn if a.grad_fn is not None else a.edge(),)
+    if op.saves_inputs:
+        versions = _V0 if a._version is None else (a._version.value,)
+        arrays = (x,)
+        node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a,), versions, True)
+    else:  # the rule gets the gradient in place of the input (see Node)
+        node = Node(op, op.fixed_name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
+    if op.saves_output:
+        node.out = out
+        node.out_version = counter = VersionCounter()
+        return Tensor(out, True, node, counter, layout)
+    return Tensor(out, True, node, None, layout)
+
+
+def apply_binary(op: Primitive, a: Any, b: Any) -> Tensor:
+    """``apply(op, (a, b), {})`` for an op with ``op.fast``."""
+    layout = a._layout if type(a) is Tensor else False
+    if layout is None:
+        layout = a.layout()
+    if not layout or layout[3] >= parallel.MIN_SIZE:
+        return _apply(op, (a, b), NO_ATTRS)
+    x = a.data
+    if type(b) is Tensor:
         other = b._layout
         if other is None:
             other = b.layout()
         if other is not layout and other != layout:
-            return _apply(op, args, attrs)
-        arrays = (x, b.data)
+            return _apply(op, (a, b), NO_ATTRS)
+        y = b.data
         needs_grad = a.requires_grad or b.requires_grad
-    elif type(args[1]) in _SCALARS:
-        arrays = (x, args[1])
+    elif type(b) in _SCALARS:
+        y = b
         needs_grad = a.requires_grad
     else:
-        return _apply(op, args, attrs)
-    if op.ufunc is not None and layout[0] is numpy.ndarray:
-        out = op.ufunc(*arrays)  # of the inputs' dtype: floats with Python numbers (NEP 50)
+        return _apply(op, (a, b), NO_ATTRS)
+    if op.ufunc is not None and type(x) is numpy.ndarray:
+        out = op.ufunc(x, y)  # of the inputs' dtype: floats, with Python numbers (NEP 50)
     else:
-        out = op.forward(*arrays)
-        if type(out) is not numpy.ndarray:
-            out = _as_array(out, x)  # a CuPy array
-        if out.dtype != layout[1]:  # an op whose result type is its own: the general node
-            record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
-            result = Tensor(out, record and out.dtype.kind == "f")
-            if result.requires_grad:
-                result.grad_fn = Node.record(op, args, list(arrays), attrs, result)
-            return result
+        out = _forward(op, (x, y))
+        if not _fits(out, layout):
+            return _other(op, (a, b), (x, y), out, needs_grad)
     if not (
         needs_grad
         and op.differentiable
         and (grad_mode.OFF.threads == 0 or grad_mode.GRAD_MODE.enabled)  # is_grad_enabled()
     ):
         return Tensor(out, False, None, None, layout)
-    # Every tensor input has the output's shape and dtype: the node is plain.
     edge_a = None
     if a.requires_grad:
         edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
-    edges: tuple[Any, ...]
-    if b is not None:
+    versions: tuple[int | None, ...]
+    if y is b:  # a Python number
+        edges: tuple[Any, ...] = (edge_a, None)
+        if op.saves_inputs:
+            versions = _V0N if a._version is None else (a._version.value, None)
+            arrays = (x, y)
+            node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
+        else:  # the rule gets the gradient in place of the tensor (see Node)
+            kept = (None, y)
+            node = Node(op, op.fixed_name, NO_ATTRS, edges, kept, kept, None, None, True)
+    else:
         edge_b = None
         if b.requires_grad:
             edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
         edges = (edge_a, edge_b)
-    else:
-        edges = (edge_a,) if len(arrays) == 1 else (edge_a, None)
-    if op.saves_inputs:
-        versions: tuple[int | None, ...]
-        if len(arrays) == 1:
-            versions = _V0 if a._version is None else (a._version.value,)
-        elif b is None:
-            versions = _V0N if a._version is None else (a._version.value, None)
-        elif a._version is None and b._version is None:
-            versions = _V00
+        if op.saves_inputs:
+            unwritten = a._version is None and b._version is None
+            versions = _V00 if unwritten else (a.version, b.version)
+            arrays = (x, y)
+            node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
         else:
-            versions = (a.version, b.version)
-        node = Node(op, op.fixed_name, attrs, edges, arrays, arrays, args, versions, True)
-    else:  # the rule gets the gradient in place of each tensor input (see Node)
-        kept = _UNARY if len(arrays) == 1 else _BINARY if b is not None else (None, arrays[1])
-        node = Node(op, op.fixed_name, attrs, edges, kept, kept, None, None, True)
+            node = Node(op, op.fixed_name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
     if op.saves_output:
-        counter = VersionCounter()
         node.out = out
-        node.out_version = counter
+        node.out_version = counter = VersionCounter()
         return Tensor(out, True, node, counter, layout)
     return Tensor(out, True, node, None, layout)
+
+
+def _forward(op: Primitive, arrays: tuple[Any, ...]) -> Any:
+    """The fast paths' forward where no ufunc does (another op, another backend)."""
+    out = op.forward(*arrays)
+    if type(out) is not numpy.ndarray:
+        out = _as_array(out, arrays[0])  # a CuPy array
+    return out
+
+
+def _fits(out: Any, layout: Layout) -> bool:
+    """Whether ``out`` has the inputs' layout (it has not where an op makes bools, say)."""
+    assert layout
+    return out.dtype == layout[1] and out.shape == layout[2] and type(out) is layout[0]
+
+
+def _other(
+    op: Primitive, args: tuple[Any, ...], arrays: tuple[Any, ...], out: Any, needs_grad: bool
+) -> Tensor:
+    """The fast paths' result where ``out`` does not fit the inputs: a general node."""
+    record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
+    result = Tensor(out, record and out.dtype.kind == "f")
+    if result.requires_grad:
+        result.grad_fn = Node.record(op, args, list(arrays), NO_ATTRS, result)
+    return result
 
 
 def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
