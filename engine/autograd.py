@@ -414,11 +414,11 @@ def run_backward(
         needed = _needed(_topological_order([node for node, _ in roots]), target_set)
     grads: dict[GraphNode, Any] = {}  # the gradient reaching each node so far
     ready: list[tuple[int, Node]] = []  # the nodes that have one, as a heap by Node.order
-    for root, g in roots:
+    for root, root_g in roots:
         if root in grads:
-            grads[root] = grads[root] + g
+            grads[root] = grads[root] + root_g
         else:
-            grads[root] = g
+            grads[root] = root_g
             if type(root) is Node and (needed is None or root in needed):
                 heapq.heappush(ready, (root.order, root))
     captured: dict[GraphNode, Any] = {}
@@ -426,10 +426,13 @@ def run_backward(
     executed: list[Node] = []
     sums: dict[int, Any] = {}  # see _sum
     writes = WRITES.count  # nothing writes in place during the pass
-    node: Node | None = heapq.heappop(ready)[1] if ready else None
+    node: Node | None = None
+    g: Any = None
+    if ready:
+        node = heapq.heappop(ready)[1]
+        g = grads.pop(node)
     with grad_mode.set_grad_enabled(create_graph):
         while node is not None:
-            g = grads.pop(node)
             if sums:
                 sums.pop(id(g), None)
             edges = node.edges
@@ -437,30 +440,39 @@ def run_backward(
                 if node in target_set:
                     captured[node] = g
                 if not any(c in needed for c in edges if c is not None):  # type: ignore[operator]
-                    _retain(node, g, retained)
-                    node = heapq.heappop(ready)[1] if ready else None
-                    continue
+                    edges = ()  # the node need not run: nothing below it is needed
             if node.retained:  # PyTorch fills these on every path to a target, targets included
                 _retain(node, g, retained)
             op = node.op
-            if op.saves:
-                if node.freed or node.epoch != writes:
-                    node.check_saved()
-                executed.append(node)
-            metas = node.metas
-            assert metas is not None  # check_saved raised if the node's buffers were freed
-            fit = not node.plain
-            if fit or create_graph or op.vjp is None:
-                results = node.run(g, create_graph)
-            else:  # Node.run's common case, inlined: this runs once per node
+            if not edges:
+                results: tuple[Any, ...] = ()
+            elif node.plain and not create_graph and op.vjp is not None:
+                # Node.run's common case, inlined: this runs once per node.
+                if op.saves:
+                    if node.freed or node.epoch != writes:
+                        node.check_saved()
+                    executed.append(node)
                 arrays = node.arrays
                 assert arrays is not None
-                if node.inputs is None:
-                    arrays = (g,) if len(arrays) == 1 else _stand_ins(arrays, g)
-                results = op.vjp(g, node.out, *arrays)
+                if len(arrays) == 1:
+                    results = op.vjp(g, node.out, g if node.inputs is None else arrays[0])
+                elif node.inputs is None:
+                    results = op.vjp(g, node.out, g, g if arrays[1] is None else arrays[1])
+                else:
+                    results = op.vjp(g, node.out, arrays[0], arrays[1])
                 if len(results) != len(edges):
                     results = node.complete(results)
-            new = None  # the first node this one gives its first gradient, kept off the heap
+            else:
+                if op.saves:
+                    node.check_saved()
+                    executed.append(node)
+                results = node.run(g, create_graph)
+            fit = not node.plain
+            metas = node.metas
+            # The node to run next is the newest of those with a gradient: in a chain, the one
+            # this node reaches first. Its gradient stays out of ``grads`` and the heap.
+            new = None
+            new_g: Any = None
             i = -1
             while i + 1 < len(edges):  # no zip: it costs more than this loop, for two edges
                 i += 1
@@ -469,27 +481,34 @@ def run_backward(
                 if child is None or gi is None:
                     continue
                 if fit:
+                    assert metas is not None
                     meta = metas[i]
                     if create_graph or gi.shape != meta.shape or gi.dtype != meta.dtype:
                         gi = _fit(gi, meta, create_graph)
+                if child is new:
+                    new_g = _sum(new_g, gi, create_graph, sums)
+                    continue
                 before = grads.get(child)
                 if before is not None:
                     grads[child] = _sum(before, gi, create_graph, sums)
-                    continue
-                grads[child] = gi
-                if type(child) is Node and (needed is None or child in needed):
-                    if new is None:
-                        new = child
-                    else:
-                        heapq.heappush(ready, (child.order, child))
-            # The next node: the newest of those that have a gradient. In a chain that is the
-            # one just reached, and the heap stays empty.
+                elif type(child) is not Node or (needed is not None and child not in needed):
+                    grads[child] = gi
+                elif new is None:
+                    new, new_g = child, gi
+                else:
+                    grads[child] = gi
+                    heapq.heappush(ready, (child.order, child))
             if new is not None and (not ready or new.order < ready[0][0]):
-                node = new
-            elif new is not None:
-                node = heapq.heapreplace(ready, (new.order, new))[1]
+                node, g = new, new_g
+                continue
+            if new is not None:
+                grads[new] = new_g
+                heapq.heappush(ready, (new.order, new))
+            if ready:
+                node = heapq.heappop(ready)[1]
+                g = grads.pop(node)
             else:
-                node = heapq.heappop(ready)[1] if ready else None
+                node = None
     # What is left: the gradients reaching leaves (and nodes no target needs).
     for reached, g in grads.items():
         if type(reached) is AccumulateGrad and (target_set is None or reached in target_set):
