@@ -533,10 +533,7 @@ def free_buffers(nodes: list[Node]) -> None:
     for node in nodes:  # Node.free without a journal, inlined: this runs once per node
         if node.op.saves:
             node.freed = True
-            node.inputs = None
-            node.arrays = None
-            node.metas = None
-            node.out = None
+            node.inputs = node.arrays = node.metas = node.out = None
 
 
 def is_scalar_like(shape: Sequence[int]) -> bool:

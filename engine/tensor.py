@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy
 
-from engine import autograd, grad_mode, journal
+from engine import autograd, grad_mode, journal, parallel
 from engine.autograd import AccumulateGrad, Node
 from engine.backend import device_of, to_numpy, xp_of
 from engine.dtypes import DTYPES, legacy_name
@@ -25,7 +25,7 @@ _CPP_NAMES = {
     "bool": "bool",
 }  # fmt: skip
 
-Layout: TypeAlias = tuple[type, numpy.dtype[Any], tuple[int, ...], int] | Literal[False]
+Layout: TypeAlias = tuple[type, numpy.dtype[Any], tuple[int, ...]] | Literal[False]
 
 # dtype.name goes through Python code in NumPy; a dict lookup is far cheaper on the hot path.
 DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
@@ -126,13 +126,14 @@ class Tensor:
     def layout(self) -> Layout:
         """What ``apply``'s fast path needs to know of the array, worked out once.
 
-        (array type, dtype, shape, size) for a floating array of one dimension or more: two
-        tensors of equal layouts take the fast path together. False for any other array.
+        (array type, dtype, shape) for a floating array of one dimension or more, too small
+        for threads (``parallel.MIN_SIZE``): two tensors of equal layouts take the fast path
+        together. False for any other array.
         """
         data = self.data
         layout: Layout = False
-        if data.dtype.kind == "f" and data.ndim:
-            layout = (type(data), data.dtype, data.shape, data.size)
+        if data.dtype.kind == "f" and data.ndim and data.size < parallel.MIN_SIZE:
+            layout = (type(data), data.dtype, data.shape)
         self._layout = layout
         return layout
 

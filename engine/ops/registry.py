@@ -216,7 +216,7 @@ def apply_unary(op: Primitive, a: Any) -> Tensor:
     layout = a._layout if type(a) is Tensor else False
     if layout is None:
         layout = a.layout()
-    if not layout or layout[3] >= parallel.MIN_SIZE:
+    if not layout:
         return _apply(op, (a,), NO_ATTRS)
     x = a.data
     if op.ufunc is not None and type(x) is numpy.ndarray:
@@ -250,7 +250,7 @@ def apply_binary(op: Primitive, a: Any, b: Any) -> Tensor:
     layout = a._layout if type(a) is Tensor else False
     if layout is None:
         layout = a.layout()
-    if not layout or layout[3] >= parallel.MIN_SIZE:
+    if not layout:
         return _apply(op, (a, b), NO_ATTRS)
     x = a.data
     if type(b) is Tensor:
