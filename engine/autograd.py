@@ -444,7 +444,8 @@ def run_backward(
             if node.retained:  # PyTorch fills these on every path to a target, targets included
                 _retain(node, g, retained)
             op = node.op
-            if not edges:
+            n = len(edges)
+            if not n:
                 results: tuple[Any, ...] = ()
             elif node.plain and not create_graph and op.vjp is not None:
                 # Node.run's common case, inlined: this runs once per node.
@@ -460,7 +461,7 @@ def run_backward(
                     results = op.vjp(g, node.out, g, g if arrays[1] is None else arrays[1])
                 else:
                     results = op.vjp(g, node.out, arrays[0], arrays[1])
-                if len(results) != len(edges):
+                if len(results) != n:
                     results = node.complete(results)
             else:
                 if op.saves:
@@ -473,16 +474,16 @@ def run_backward(
             # this node reaches first. Its gradient stays out of ``grads`` and the heap.
             new = None
             new_g: Any = None
-            i = -1
-            while i + 1 < len(edges):  # no zip: it costs more than this loop, for two edges
-                i += 1
+            i = 0
+            while i < n:  # no zip: it costs more than this loop, for two edges
                 child = edges[i]
                 gi = results[i]
+                i += 1
                 if child is None or gi is None:
                     continue
                 if fit:
                     assert metas is not None
-                    meta = metas[i]
+                    meta = metas[i - 1]
                     if create_graph or gi.shape != meta.shape or gi.dtype != meta.dtype:
                         gi = _fit(gi, meta, create_graph)
                 if child is new:
