@@ -8,6 +8,8 @@ written and saved buffers freed, so a failed pass changes nothing.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import operator
 import weakref
 from collections.abc import Sequence
@@ -18,7 +20,7 @@ from engine.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from engine.ops.registry import Primitive
-    from engine.tensor import Tensor
+    from engine.tensor import Tensor, VersionCounter
 
 _FREED = (
     "Trying to backward through the graph a second time (or directly access saved tensors "
@@ -59,22 +61,49 @@ class Meta:
         self.ndim = array.ndim
 
 
+class Writes:
+    """How many in-place writes tensors have had so far, all together (``Tensor.write_``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+# A node made after the latest in-place write has nothing to check (``Node.check_saved``).
+WRITES = Writes()
+
+# Each node takes the next number down: a node's inputs come from nodes made before it, so
+# visiting the smallest number first (a heap) runs a node only after every node that feeds
+# it a gradient. PyTorch orders its ready queue by the same sequence numbers.
+_ORDER = itertools.count(0, -1)
+
+
 class Node:
-    """One recorded op application: what its VJP needs, and edges to its inputs' nodes."""
+    """One recorded op application: what its VJP needs, and edges to its inputs' nodes.
+
+    ``plain`` marks a node of ``apply``'s fast path: an elementwise op on small tensors that
+    all have the output's shape and dtype. Its gradients need no fitting (``_fit``) and no
+    threads, and it keeps no Meta for an input it does not save: the gradient of its output
+    has that input's shape and dtype, so the rule gets the gradient in its place.
+    """
 
     __slots__ = (
         "__weakref__",
         "arrays",
         "attrs",
         "edges",
+        "epoch",
         "freed",
         "inputs",
         "metas",
         "name",
         "op",
+        "order",
         "out",
         "out_version",
         "out_versions",
+        "plain",
         "retained",
         "versions",
     )
@@ -84,24 +113,33 @@ class Node:
         op: Primitive,
         name: str,
         attrs: dict[str, Any],
-        edges: list[Node | AccumulateGrad | None] | None = None,
-        metas: list[Any] | None = None,
+        edges: tuple[Node | AccumulateGrad | None, ...],
+        arrays: tuple[Any, ...] | list[Any],
+        metas: tuple[Any, ...] | list[Any],
+        inputs: tuple[Any, ...] | None = None,
+        versions: tuple[int | None, ...] | None = None,
+        plain: bool = False,
     ) -> None:
         self.op = op
         self.name = name
         self.attrs = attrs
-        self.edges: list[Node | AccumulateGrad | None] = [] if edges is None else edges
+        self.edges = edges
+        # What the rule gets for each input: the saved array where the node keeps inputs
+        # (``inputs`` and ``versions`` are then set), else a Meta for each tensor.
+        self.arrays: tuple[Any, ...] | list[Any] | None = arrays
         # Shape and dtype of each tensor input, for ``_fit``: a Meta, or the saved input array
         # itself where the node keeps it uncast (dropped with the buffers, see ``free``).
-        self.metas: list[Any] | None = [] if metas is None else metas
-        self.inputs: tuple[Any, ...] | None = None
-        self.arrays: list[Any] | None = None
-        self.versions: list[int | None] | None = None  # None for an input that is no Tensor
+        self.metas: tuple[Any, ...] | list[Any] | None = metas
+        self.inputs = inputs
+        self.versions = versions  # to detect in-place writes; None for an input that is no Tensor
+        self.plain = plain
         self.freed = False
         self.retained: list[weakref.ref[Tensor]] | None = None
         self.out: Any = None
-        self.out_version: Any = None
+        self.out_version: VersionCounter | None = None
         self.out_versions = 0
+        self.order = next(_ORDER)
+        self.epoch = WRITES.count
 
     @classmethod
     def record(
@@ -112,20 +150,17 @@ class Node:
         attrs: dict[str, Any],
         result: Tensor,
     ) -> Node:
-        """Build the node for ``result = op(*args, **attrs)``.
+        """Build the node for ``result = op(*args, **attrs)`` (the general case).
 
         ``arrays`` is ``args`` with each Tensor replaced by its array (cast to the op's dtype),
         so an argument that is its own entry is no Tensor. Testing that, rather than
-        ``isinstance(a, Tensor)``, keeps an import of engine.tensor off this per-op path.
+        ``isinstance(a, Tensor)``, keeps an import of engine.tensor off this path.
         """
-        # This runs once per recorded op: one pass over the arguments, no zip(strict=True), no
-        # comprehension, and as few new containers as will do (the garbage collector scans
-        # each one that a graph keeps).
         n = len(args)
         edges: list[Node | AccumulateGrad | None] = [None] * n
         name = op.node if isinstance(op.node, str) else op.node(**attrs)
         if op.saves_inputs:
-            versions: list[int | None] = [None] * n  # to detect in-place writes
+            versions: list[int | None] = [None] * n
             metas = arrays  # the saved arrays also give _fit each input's shape and dtype,
             for i, a in enumerate(args):
                 array = arrays[i]
@@ -133,15 +168,12 @@ class Node:
                     continue
                 if a.requires_grad:
                     edges[i] = a.grad_fn if a.grad_fn is not None else a.edge()
-                versions[i] = a._version.value
+                versions[i] = a.version
                 if array is not a.data:  # except where a cast made a new array
                     if metas is arrays:
                         metas = list(arrays)
                     metas[i] = Meta(a.data)
-            node = cls(op, name, attrs, edges, metas)
-            node.inputs = args
-            node.arrays = arrays
-            node.versions = versions
+            node = cls(op, name, attrs, tuple(edges), arrays, metas, args, tuple(versions))
         else:
             stand_ins = list(args)  # the rule gets a Meta for each tensor input; so does _fit
             for i, a in enumerate(args):
@@ -150,24 +182,19 @@ class Node:
                 if a.requires_grad:
                     edges[i] = a.grad_fn if a.grad_fn is not None else a.edge()
                 stand_ins[i] = Meta(a.data)
-            node = cls(op, name, attrs, edges, stand_ins)
-            node.arrays = stand_ins
+            node = cls(op, name, attrs, tuple(edges), stand_ins, stand_ins)
         if op.saves_output:
             node.out = result.data
-            node.out_version = result._version
-            node.out_versions = result._version.value
+            node.out_version = counter = result.counter()
+            node.out_versions = counter.value
         return node
 
     def adopt_output(self, target: Tensor) -> None:
         """After an in-place op, the node's saved output is ``target`` itself."""
         if self.out is not None:
             self.out = target.data
-            self.out_version = target._version
-            self.out_versions = target._version.value
-
-    @property
-    def saves(self) -> bool:
-        return bool(self.op.saves)
+            self.out_version = counter = target.counter()
+            self.out_versions = counter.value
 
     def check_saved(self) -> None:
         """Raise PyTorch's errors for freed buffers or saved tensors modified in place."""
@@ -175,10 +202,12 @@ class Node:
             return
         if self.freed:
             raise FailedPrecondition(_FREED)
+        if self.epoch == WRITES.count:  # no tensor was written in place since this node was made
+            return
         if self.versions is not None and self.inputs is not None:
-            for i, saved in enumerate(self.versions):
-                a = self.inputs[i]
-                if saved is not None and a._version.value != saved:
+            for a, saved in zip(self.inputs, self.versions, strict=True):
+                # A tensor without a counter was never written in place (Tensor.counter).
+                if saved is not None and a._version is not None and a._version.value != saved:
                     producer = a.grad_fn.name if a.grad_fn is not None else None
                     _raise_modified(a.data, a._version.value, saved, producer)
         if self.out_version is not None and self.out_version.value != self.out_versions:
@@ -192,10 +221,9 @@ class Node:
             state = (self.inputs, self.arrays, self.metas, self.out)
             journal.record(lambda: self._restore(state))
         self.freed = True
-        if self.inputs is not None:
-            self.inputs = None
-            self.arrays = None
-            self.metas = None  # may hold saved arrays; a freed node never runs again
+        self.inputs = None
+        self.arrays = None
+        self.metas = None  # may hold saved arrays; a freed node never runs again
         self.out = None
 
     def _restore(self, state: tuple[Any, ...]) -> None:
@@ -216,30 +244,34 @@ class Node:
         vjp = self.op.vjp
         if vjp is None:
             raise InvalidArgument(f"the derivative for '{self.op.name}' is not implemented")
+        arrays = self.arrays
+        assert arrays is not None  # check_saved raised if the buffers were freed
+        if self.plain and self.inputs is None:
+            arrays = _stand_ins(arrays, g)
         grads: tuple[Any, ...] | None = None
+        attrs = self.attrs
         if create_graph:
             from engine.tensor import Tensor
 
-            inputs: Any = self.inputs if self.inputs is not None else self.arrays
+            # The rule runs on Tensors, so that it is recorded: the saved inputs themselves.
+            inputs = self.inputs if self.inputs is not None else arrays
             out = None
             if self.out is not None:
-                out = Tensor(self.out, requires_grad=True)
-                out.grad_fn = self
-                out._version = self.out_version
-            grads = vjp(g, out, *inputs, **self.attrs)
+                out = Tensor(self.out, True, self, self.out_version)
+            grads = vjp(g, out, *inputs, **attrs)
         else:
-            arrays = self.arrays or ()
-            if self.op.elementwise and g.size >= parallel.MIN_SIZE:
-                grads = parallel.run(vjp, (g, self.out, *arrays), self.attrs)
+            if self.op.elementwise and not self.plain and g.size >= parallel.MIN_SIZE:
+                grads = parallel.run(vjp, (g, self.out, *arrays), attrs)
             if grads is None:
-                attrs = self.attrs
                 grads = vjp(g, self.out, *arrays, **attrs) if attrs else vjp(g, self.out, *arrays)
-        edges = self.edges
-        if len(grads) == len(edges):  # the common case, first: this runs once per node
+        if len(grads) == len(self.edges):  # the common case, first: this runs once per node
             return tuple(grads)
-        # A rule may leave out the trailing inputs that take no gradient: attributes passed
-        # positionally (``unsqueeze(x, 0)``) are inputs without edges.
-        extra = edges[len(grads) :]
+        return self.complete(grads)
+
+    def complete(self, grads: tuple[Any, ...]) -> tuple[Any, ...]:
+        """One gradient per edge: a rule may leave out the trailing inputs that take none
+        (attributes passed positionally, as in ``unsqueeze(x, 0)``, are inputs without edges)."""
+        extra = self.edges[len(grads) :]
         if not extra or any(edge is not None for edge in extra):
             raise AssertionError(f"{self.name}: rule returned {len(grads)} grads")
         return (*grads, *(None,) * len(extra))
@@ -249,6 +281,13 @@ class Node:
 
 
 GraphNode: TypeAlias = Node | AccumulateGrad
+
+
+def _stand_ins(arrays: tuple[Any, ...] | list[Any], g: Any) -> tuple[Any, ...]:
+    """A plain node's arguments for its rule: ``g`` for each tensor input (``None``)."""
+    if len(arrays) == 1:
+        return (g,)
+    return (g, g if arrays[1] is None else arrays[1])
 
 
 def _raise_modified(data: Any, version: int, expected: int, producer: str | None) -> None:
@@ -344,12 +383,10 @@ def _sum(a: Any, b: Any, create_graph: bool, sums: dict[int, Any]) -> Any:
     ``sums`` holds the sums this pass made, which nothing else can see yet: adding into one
     of them in place spares a new array for each further gradient (a weight used by many ops).
     """
-    if create_graph:
+    if create_graph or a.size < parallel.MIN_SIZE:  # small: a new array costs less than `sums`
         return a + b
     owned = sums.get(id(a)) is a
-    total = None
-    if a.size >= parallel.MIN_SIZE:
-        total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
+    total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
     if total is None:
         if owned:
             a += b
@@ -371,62 +408,133 @@ def run_backward(
     Returns the gradient reaching each leaf accumulator (or each target), the gradients of
     tensors that retain theirs, and the nodes whose buffers to free.
     """
-    order = _topological_order([node for node, _ in roots])
     target_set = set(targets) if targets is not None else None
-    needed = _needed(order, target_set) if target_set is not None else None
-    grads: dict[GraphNode, Any] = {}
-    for node, g in roots:
-        grads[node] = grads[node] + g if node in grads else g
+    needed = None
+    if target_set is not None:
+        needed = _needed(_topological_order([node for node, _ in roots]), target_set)
+    grads: dict[GraphNode, Any] = {}  # the gradient reaching each node so far
+    ready: list[tuple[int, Node]] = []  # the nodes that have one, as a heap by Node.order
+    for root, root_g in roots:
+        if root in grads:
+            grads[root] = grads[root] + root_g
+        else:
+            grads[root] = root_g
+            if type(root) is Node and (needed is None or root in needed):
+                heapq.heappush(ready, (root.order, root))
     captured: dict[GraphNode, Any] = {}
     retained: list[tuple[Tensor, Any]] = []
     executed: list[Node] = []
     sums: dict[int, Any] = {}  # see _sum
+    writes = WRITES.count  # nothing writes in place during the pass
+    node: Node | None = None
+    g: Any = None
+    if ready:
+        node = heapq.heappop(ready)[1]
+        g = grads.pop(node)
     with grad_mode.set_grad_enabled(create_graph):
-        for node in order:
-            g = grads.pop(node, None)
-            if g is None:
-                continue
-            sums.pop(id(g), None)
-            if target_set is None:
-                if isinstance(node, AccumulateGrad):
-                    captured[node] = g
-                    continue
-            else:
+        while node is not None:
+            if sums:
+                sums.pop(id(g), None)
+            edges = node.edges
+            if target_set is not None:
                 if node in target_set:
                     captured[node] = g
-                if isinstance(node, AccumulateGrad) or needed is None or node not in needed:
-                    continue
+                if not any(c in needed for c in edges if c is not None):  # type: ignore[operator]
+                    edges = ()  # the node need not run: nothing below it is needed
             if node.retained:  # PyTorch fills these on every path to a target, targets included
-                for ref in node.retained:
-                    t = ref()
-                    if t is not None and t.grad_fn is node:
-                        retained.append((t, g))
-            if needed is not None and not any(c in needed for c in node.edges if c is not None):
-                continue
-            if node.op.saves:
-                node.check_saved()
-            executed.append(node)
+                _retain(node, g, retained)
+            op = node.op
+            n = len(edges)
+            if not n:
+                results: tuple[Any, ...] = ()
+            elif node.plain and not create_graph and op.vjp is not None:
+                # Node.run's common case, inlined: this runs once per node.
+                if op.saves:
+                    if node.freed or node.epoch != writes:
+                        node.check_saved()
+                    executed.append(node)
+                arrays = node.arrays
+                assert arrays is not None
+                if len(arrays) == 1:
+                    results = op.vjp(g, node.out, g if node.inputs is None else arrays[0])
+                elif node.inputs is None:
+                    results = op.vjp(g, node.out, g, g if arrays[1] is None else arrays[1])
+                else:
+                    results = op.vjp(g, node.out, arrays[0], arrays[1])
+                if len(results) != n:
+                    results = node.complete(results)
+            else:
+                if op.saves:
+                    node.check_saved()
+                    executed.append(node)
+                results = node.run(g, create_graph)
+            fit = not node.plain
             metas = node.metas
-            assert metas is not None  # check_saved raised if the node's buffers were freed
-            for i, gi in enumerate(node.run(g, create_graph)):
-                child = node.edges[i]
+            # The node to run next is the newest of those with a gradient: in a chain, the one
+            # this node reaches first. Its gradient stays out of ``grads`` and the heap.
+            new = None
+            new_g: Any = None
+            i = 0
+            while i < n:  # no zip: it costs more than this loop, for two edges
+                child = edges[i]
+                gi = results[i]
+                i += 1
                 if child is None or gi is None:
                     continue
-                meta = metas[i]
-                if create_graph or gi.shape != meta.shape or gi.dtype != meta.dtype:
-                    gi = _fit(gi, meta, create_graph)
-                if child in grads:
-                    grads[child] = _sum(grads[child], gi, create_graph, sums)
+                if fit:
+                    assert metas is not None
+                    meta = metas[i - 1]
+                    if create_graph or gi.shape != meta.shape or gi.dtype != meta.dtype:
+                        gi = _fit(gi, meta, create_graph)
+                if child is new:
+                    new_g = _sum(new_g, gi, create_graph, sums)
+                    continue
+                before = grads.get(child)
+                if before is not None:
+                    grads[child] = _sum(before, gi, create_graph, sums)
+                elif type(child) is not Node or (needed is not None and child not in needed):
+                    grads[child] = gi
+                elif new is None:
+                    new, new_g = child, gi
                 else:
                     grads[child] = gi
+                    heapq.heappush(ready, (child.order, child))
+            if new is not None and (not ready or new.order < ready[0][0]):
+                node, g = new, new_g
+                continue
+            if new is not None:
+                grads[new] = new_g
+                heapq.heappush(ready, (new.order, new))
+            if ready:
+                node = heapq.heappop(ready)[1]
+                g = grads.pop(node)
+            else:
+                node = None
+    # What is left: the gradients reaching leaves (and nodes no target needs).
+    for reached, g in grads.items():
+        if type(reached) is AccumulateGrad and (target_set is None or reached in target_set):
+            captured[reached] = g
     freed = [] if retain_graph else executed
     return captured, retained, freed
 
 
+def _retain(node: Node, g: Any, retained: list[tuple[Tensor, Any]]) -> None:
+    """Note ``g`` for the tensors that retain the gradient of ``node``'s output."""
+    for ref in node.retained or ():
+        t = ref()
+        if t is not None and t.grad_fn is node:
+            retained.append((t, g))
+
+
 def free_buffers(nodes: list[Node]) -> None:
-    for node in nodes:
-        if node.op.saves:
+    if journal.active():
+        for node in nodes:
             node.free()
+        return
+    for node in nodes:  # Node.free without a journal, inlined: this runs once per node
+        if node.op.saves:
+            node.freed = True
+            node.inputs = node.arrays = node.metas = node.out = None
 
 
 def is_scalar_like(shape: Sequence[int]) -> bool:

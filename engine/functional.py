@@ -19,7 +19,15 @@ from engine.ops import index as ix
 from engine.ops import linalg as la
 from engine.ops import reduce as rd
 from engine.ops import shape as sh
-from engine.ops.registry import Primitive, apply, apply_inplace, composite
+from engine.ops.registry import (
+    NO_ATTRS,
+    Primitive,
+    apply,
+    apply_binary,
+    apply_inplace,
+    apply_unary,
+    composite,
+)
 from engine.tensor import Tensor
 
 Number = bool | int | float
@@ -28,6 +36,9 @@ Operand = Tensor | Number
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, bool | int | float | numpy.generic) and not isinstance(value, Tensor)
+
+
+_OPERANDS = frozenset((Tensor, float, int, bool))  # operands that _operand returns as they are
 
 
 def _operand(value: Any) -> Operand:
@@ -48,7 +59,7 @@ def _operand(value: Any) -> Operand:
 @composite("add")
 def add(a: Operand, b: Operand) -> Tensor:
     if isinstance(a, Tensor):
-        return apply(ew.add, (a, _operand(b)), {})
+        return apply_binary(ew.add, a, b if type(b) in _OPERANDS else _operand(b))
     a, b = _operand(a), _operand(b)
     return ew.add(b, a)  # type: ignore[no-any-return]
 
@@ -56,7 +67,7 @@ def add(a: Operand, b: Operand) -> Tensor:
 @composite("sub")
 def sub(a: Operand, b: Operand) -> Tensor:
     if isinstance(a, Tensor):
-        return apply(ew.sub, (a, _operand(b)), {})
+        return apply_binary(ew.sub, a, b if type(b) in _OPERANDS else _operand(b))
     a, b = _operand(a), _operand(b)
     return ew.rsub(b, a)  # type: ignore[no-any-return]
 
@@ -64,7 +75,7 @@ def sub(a: Operand, b: Operand) -> Tensor:
 @composite("mul")
 def mul(a: Operand, b: Operand) -> Tensor:
     if isinstance(a, Tensor):
-        return apply(ew.mul, (a, _operand(b)), {})
+        return apply_binary(ew.mul, a, b if type(b) in _OPERANDS else _operand(b))
     a, b = _operand(a), _operand(b)
     return ew.mul(b, a)  # type: ignore[no-any-return]
 
@@ -72,7 +83,7 @@ def mul(a: Operand, b: Operand) -> Tensor:
 @composite("div")
 def div(a: Operand, b: Operand) -> Tensor:
     if isinstance(a, Tensor):
-        return apply(ew.div, (a, _operand(b)), {})
+        return apply_binary(ew.div, a, b if type(b) in _OPERANDS else _operand(b))
     a, b = _operand(a), _operand(b)
     return ew.mul(ew.reciprocal(b), a)  # type: ignore[no-any-return]  # PyTorch: MulBackward0
 
@@ -377,8 +388,15 @@ grad = autograd.grad
 
 
 def _unary(prim: Primitive) -> Any:
-    def method(self: Tensor) -> Tensor:
-        return prim(self)  # type: ignore[no-any-return]
+    if prim.fast:
+
+        def method(self: Tensor) -> Tensor:
+            return apply_unary(prim, self)
+
+    else:
+
+        def method(self: Tensor) -> Tensor:
+            return apply(prim, (self,), NO_ATTRS)
 
     method.__name__ = prim.name
     return method

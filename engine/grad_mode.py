@@ -15,8 +15,36 @@ class _GradMode(threading.local):
 GRAD_MODE = _GradMode()
 
 
+class _Off:
+    """How many threads have grad mode off.
+
+    While none has, every thread records, and ``enabled()`` need not read the thread-local
+    mode, which costs more than the rest of the test on every op. A thread that ends with
+    the mode off leaves the count up: the test is then only slower.
+    """
+
+    __slots__ = ("threads",)
+
+    def __init__(self) -> None:
+        self.threads = 0
+
+
+OFF = _Off()
+_LOCK = threading.Lock()
+
+
+def _switch(mode: bool) -> bool:
+    """Set this thread's mode; return the previous one."""
+    with _LOCK:
+        previous = GRAD_MODE.enabled
+        if previous != mode:
+            GRAD_MODE.enabled = mode
+            OFF.threads += -1 if mode else 1
+    return previous
+
+
 def is_grad_enabled() -> bool:
-    return GRAD_MODE.enabled
+    return OFF.threads == 0 or GRAD_MODE.enabled
 
 
 class set_grad_enabled:
@@ -29,8 +57,7 @@ class set_grad_enabled:
     __slots__ = ("previous",)
 
     def __init__(self, mode: bool) -> None:
-        self.previous = GRAD_MODE.enabled
-        GRAD_MODE.enabled = mode
+        self.previous = _switch(mode)
 
     def __enter__(self) -> None:
         return None
@@ -41,17 +68,16 @@ class set_grad_enabled:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        GRAD_MODE.enabled = self.previous
+        _switch(self.previous)
 
 
 @contextlib.contextmanager
 def _mode(mode: bool) -> Iterator[None]:
-    previous = GRAD_MODE.enabled
-    GRAD_MODE.enabled = mode
+    previous = _switch(mode)
     try:
         yield
     finally:
-        GRAD_MODE.enabled = previous
+        _switch(previous)
 
 
 def no_grad() -> contextlib.AbstractContextManager[None]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import weakref
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy
 
-from engine import grad_mode, journal
+from engine import autograd, grad_mode, journal, parallel
 from engine.autograd import AccumulateGrad, Node
 from engine.backend import device_of, to_numpy, xp_of
 from engine.dtypes import DTYPES, legacy_name
@@ -25,12 +25,18 @@ _CPP_NAMES = {
     "bool": "bool",
 }  # fmt: skip
 
+Layout: TypeAlias = tuple[type, numpy.dtype[Any], tuple[int, ...]] | Literal[False]
+
 # dtype.name goes through Python code in NumPy; a dict lookup is far cheaper on the hot path.
 DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
 
 
 class VersionCounter:
-    """Counts in-place writes; shared by a tensor, its views and its detached aliases."""
+    """Counts in-place writes; shared by a tensor, its views and its detached aliases.
+
+    A tensor creates its counter on first need (``Tensor.counter``): most tensors are never
+    written in place nor aliased, and their version is 0.
+    """
 
     __slots__ = ("value",)
 
@@ -54,6 +60,7 @@ class Tensor:
         "__weakref__",
         "_accumulator",
         "_base",
+        "_layout",
         "_retains_grad",
         "_version",
         "data",
@@ -62,15 +69,23 @@ class Tensor:
         "requires_grad",
     )
 
-    def __init__(self, data: Any, requires_grad: bool = False) -> None:
-        self.data = data
+    def __init__(
+        self,
+        data: Any,
+        requires_grad: bool = False,
+        grad_fn: Node | None = None,
+        version: VersionCounter | None = None,
+        layout: Layout | None = None,
+    ) -> None:
+        self.data = data  # never replaced: in-place ops write into it
         self.requires_grad = requires_grad
         self.grad: Tensor | None = None
-        self.grad_fn: Node | None = None
-        self._version = VersionCounter()
+        self.grad_fn = grad_fn
+        self._version = version  # None until needed: see VersionCounter
         self._base: Tensor | None = None
         self._retains_grad = False
         self._accumulator: weakref.ref[AccumulateGrad] | None = None
+        self._layout = layout  # None until needed: see layout()
 
     # ----- metadata -----
 
@@ -105,7 +120,29 @@ class Tensor:
 
     @property
     def version(self) -> int:
-        return self._version.value
+        counter = self._version
+        return 0 if counter is None else counter.value
+
+    def layout(self) -> Layout:
+        """What ``apply``'s fast path needs to know of the array, worked out once.
+
+        (array type, dtype, shape) for a floating array of one dimension or more, too small
+        for threads (``parallel.MIN_SIZE``): two tensors of equal layouts take the fast path
+        together. False for any other array.
+        """
+        data = self.data
+        layout: Layout = False
+        if data.dtype.kind == "f" and data.ndim and data.size < parallel.MIN_SIZE:
+            layout = (type(data), data.dtype, data.shape)
+        self._layout = layout
+        return layout
+
+    def counter(self) -> VersionCounter:
+        """This tensor's version counter, created on first need (to share it or bump it)."""
+        counter = self._version
+        if counter is None:
+            counter = self._version = VersionCounter()
+        return counter
 
     def numel(self) -> int:
         return int(self.data.size)
@@ -247,10 +284,10 @@ class Tensor:
                 "to a single memory location. Please clone() the tensor before performing the "
                 "operation."
             )
+        counter = self.counter()
         if journal.active():
             saved = self.data.copy()
-            version = self._version.value
-            counter = self._version
+            version = counter.value
 
             def undo() -> None:
                 self.data[...] = saved
@@ -258,12 +295,12 @@ class Tensor:
 
             journal.record(undo)
         self.data[...] = values
-        self._version.value += 1
+        counter.value += 1
+        autograd.WRITES.count += 1  # after the version: see Node.check_saved
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's memory and version counter, outside any graph."""
-        out = Tensor(self.data)
-        out._version = self._version
+        out = Tensor(self.data, version=self.counter())
         out._base = self._base
         return out
 

@@ -57,7 +57,7 @@ def _number(value: Any) -> bool:
 # ----- arithmetic -----
 
 
-@primitive("add", public=False, node="AddBackward0", elementwise=True)
+@primitive("add", public=False, node="AddBackward0", elementwise=True, ufunc="add")
 def add(a: Any, b: Any) -> Any:
     _binary(a, b)
     return a + b
@@ -68,7 +68,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g, g
 
 
-@primitive("sub", public=False, node="SubBackward0", elementwise=True)
+@primitive("sub", public=False, node="SubBackward0", elementwise=True, ufunc="subtract")
 def sub(a: Any, b: Any) -> Any:
     _binary(a, b)
     if _kind(a) == "b" and _kind(b) == "b":
@@ -96,7 +96,9 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return -g, g
 
 
-@primitive("mul", public=False, node="MulBackward0", saves=INPUTS, elementwise=True)
+@primitive(
+    "mul", public=False, node="MulBackward0", saves=INPUTS, elementwise=True, ufunc="multiply"
+)
 def mul(a: Any, b: Any) -> Any:
     _binary(a, b)
     return a * b
@@ -107,7 +109,15 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g * b, None if _number(b) else g * a
 
 
-@primitive("div", public=False, node="DivBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
+@primitive(
+    "div",
+    public=False,
+    node="DivBackward0",
+    saves=INPUTS,
+    dtype=FLOAT,
+    elementwise=True,
+    ufunc="divide",
+)
 def div(a: Any, b: Any) -> Any:
     _binary(a, b)
     return a / b
@@ -220,7 +230,7 @@ def _(g: Any, out: Any, x: Any, base: Any) -> tuple[Any, ...]:
 # ----- unary math -----
 
 
-@primitive("exp", node="ExpBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
+@primitive("exp", node="ExpBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True, ufunc="exp")
 def exp(x: Any) -> Any:
     return _xp(x).exp(x)
 
@@ -230,7 +240,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * out,)
 
 
-@primitive("log", node="LogBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
+@primitive("log", node="LogBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True, ufunc="log")
 def log(x: Any) -> Any:
     return _xp(x).log(x)
 
@@ -240,7 +250,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g / x,)
 
 
-@primitive("sqrt", node="SqrtBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
+@primitive("sqrt", node="SqrtBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True, ufunc="sqrt")
 def sqrt(x: Any) -> Any:
     return _xp(x).sqrt(x)
 
@@ -250,7 +260,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g / (2 * out),)
 
 
-@primitive("abs", node="AbsBackward0", saves=INPUTS, elementwise=True)
+@primitive("abs", node="AbsBackward0", saves=INPUTS, elementwise=True, ufunc="absolute")
 def abs(x: Any) -> Any:
     return _xp(x).abs(x)
 
@@ -260,7 +270,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * sign(x),)
 
 
-@primitive("sign", node="SignBackward0", elementwise=True)
+@primitive("sign", node="SignBackward0", elementwise=True, ufunc="sign")
 def sign(x: Any) -> Any:
     return _xp(x).sign(x)
 
@@ -270,12 +280,12 @@ def round(x: Any) -> Any:
     return _xp(x).round(x)
 
 
-@primitive("floor", node="FloorBackward0", elementwise=True)
+@primitive("floor", node="FloorBackward0", elementwise=True, ufunc="floor")
 def floor(x: Any) -> Any:
     return _xp(x).floor(x)
 
 
-@primitive("ceil", node="CeilBackward0", elementwise=True)
+@primitive("ceil", node="CeilBackward0", elementwise=True, ufunc="ceil")
 def ceil(x: Any) -> Any:
     return _xp(x).ceil(x)
 
@@ -288,7 +298,7 @@ for _step in (sign, round, floor, ceil):
     _step.defvjp(_zero_rule)
 
 
-@primitive("sin", node="SinBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
+@primitive("sin", node="SinBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True, ufunc="sin")
 def sin(x: Any) -> Any:
     return _xp(x).sin(x)
 
@@ -298,7 +308,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * cos(x),)
 
 
-@primitive("cos", node="CosBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True)
+@primitive("cos", node="CosBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True, ufunc="cos")
 def cos(x: Any) -> Any:
     return _xp(x).cos(x)
 
@@ -308,7 +318,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (-g * sin(x),)
 
 
-@primitive("tan", node="TanBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
+@primitive("tan", node="TanBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True, ufunc="tan")
 def tan(x: Any) -> Any:
     return _xp(x).tan(x)
 
@@ -318,7 +328,7 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
     return (g * (1 + out * out),)
 
 
-@primitive("tanh", node="TanhBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)
+@primitive("tanh", node="TanhBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True, ufunc="tanh")
 def tanh(x: Any) -> Any:
     return _xp(x).tanh(x)
 
@@ -365,7 +375,7 @@ def _(gg: Any, out: Any, g: Any, relu_out: Any) -> tuple[Any, ...]:
     return threshold_backward(gg, relu_out), gg * 0
 
 
-@primitive("maximum", node="MaximumBackward0", saves=INPUTS, elementwise=True)
+@primitive("maximum", node="MaximumBackward0", saves=INPUTS, elementwise=True, ufunc="maximum")
 def maximum(a: Any, b: Any) -> Any:
     _binary(a, b)
     return _xp(a, b).maximum(a, b)
@@ -377,7 +387,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return (a > b) * g + half, (b > a) * g + half
 
 
-@primitive("minimum", node="MinimumBackward0", saves=INPUTS, elementwise=True)
+@primitive("minimum", node="MinimumBackward0", saves=INPUTS, elementwise=True, ufunc="minimum")
 def minimum(a: Any, b: Any) -> Any:
     _binary(a, b)
     return _xp(a, b).minimum(a, b)

@@ -32,7 +32,7 @@ from engine import dtypes, grad_mode, parallel
 from engine.autograd import Node
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.tensor import Tensor
+from engine.tensor import Layout, Tensor, VersionCounter
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -60,6 +60,7 @@ class Primitive:
         view: bool,
         differentiable: bool,
         elementwise: bool = False,
+        ufunc: str | None = None,
     ) -> None:
         self.name = name
         self.forward = forward
@@ -71,13 +72,22 @@ class Primitive:
         self.view = view
         self.differentiable = differentiable
         self.elementwise = elementwise
+        # The NumPy ufunc that the forward is on NumPy arrays of floats (see ``primitive``).
+        self.ufunc: Callable[..., Any] | None = None if ufunc is None else getattr(numpy, ufunc)
         self.vjp: Callable[..., tuple[Any, ...]] | None = None
+        self.fixed_name = node if isinstance(node, str) else ""  # the node's name, if fixed
+        # Whether ``apply`` may take its fast path (see there): an elementwise op of one or
+        # two operands whose dtype follows the inputs and whose node has a fixed name.
+        self.fast = elementwise and dtype != KEEP and not view and bool(self.fixed_name)
 
     def defvjp(self, rule: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
         self.vjp = rule
         return rule
 
     def __call__(self, *args: Any, **attrs: Any) -> Any:
+        # Rules call unary ops on arrays (``cos(x)`` in sin's): the ufunc is the forward there.
+        if self.ufunc is not None and len(args) == 1 and type(args[0]) is numpy.ndarray:
+            return self.ufunc(args[0])
         for a in args:
             if isinstance(a, Tensor):
                 return apply(self, args, attrs)
@@ -106,6 +116,7 @@ def primitive(
     view: bool = False,
     differentiable: bool = True,
     elementwise: bool = False,
+    ufunc: str | None = None,
     public: bool = True,
 ) -> Callable[[Callable[..., Any]], Primitive]:
     """Register a primitive whose forward is the decorated function.
@@ -114,6 +125,9 @@ def primitive(
     the left) is registered with ``public=False``: commands reach it through the composite.
     ``elementwise=True`` promises that the forward and the VJP map same-shaped arrays element
     by element, so that large calls may run in chunks on threads (``engine.parallel``).
+    ``ufunc`` names the NumPy ufunc that the forward computes on NumPy arrays: of any dtype
+    for an op of one operand, of one floating dtype and shape for two. ``apply`` and rules
+    call it directly on small arrays, where the forward's own dispatch would cost as much.
     """
 
     def wrap(forward: Callable[..., Any]) -> Primitive:
@@ -126,6 +140,7 @@ def primitive(
             view=view,
             differentiable=differentiable,
             elementwise=elementwise,
+            ufunc=ufunc,
         )
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} is registered twice")
@@ -171,11 +186,158 @@ def _as_array(value: Any, like: Any) -> Any:
 
 
 _NUMBERS = (int, float)  # bool is an int; a tuple is tested faster than a union
+_SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
+
+
+NO_ATTRS: dict[str, Any] = {}  # the attributes of most calls; never written to
+_UNARY = (None,)  # what a plain node that keeps no inputs holds for them: None for a tensor
+_BINARY = (None, None)
+_V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were never written
 
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
     """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
-    # This runs once per op call: one pass over the arguments gathers everything below.
+    if op.fast and not attrs:
+        if len(args) == 1:
+            return apply_unary(op, args[0])
+        if len(args) == 2:
+            return apply_binary(op, args[0], args[1])
+    return _apply(op, args, attrs)
+
+
+# The fast paths, ``apply_unary`` and ``apply_binary``: an elementwise op on small floating
+# tensors (not 0-d) of one layout (``Tensor.layout``), or on one such tensor and a Python
+# number. No promotion, no broadcasting, no threads: this runs once per op of every graph, so
+# the common case goes first and straight. Anything else takes the general path, ``_apply``.
+
+
+def apply_unary(op: Primitive, a: Any) -> Tensor:
+    """``apply(op, (a,), {})`` for an op with ``op.fast``."""
+    layout = a._layout if type(a) is Tensor else False
+    if layout is None:
+        layout = a.layout()
+    if not layout:
+        return _apply(op, (a,), NO_ATTRS)
+    x = a.data
+    if op.ufunc is not None and type(x) is numpy.ndarray:
+        out = op.ufunc(x)  # of the input's dtype, for floats
+    else:
+        out = _forward(op, (x,))
+        if not _fits(out, layout):
+            return _other(op, (a,), (x,), out, a.requires_grad)
+    if not (
+        a.requires_grad
+        and op.differentiable
+        and (grad_mode.OFF.threads == 0 or grad_mode.GRAD_MODE.enabled)  # is_grad_enabled()
+    ):
+        return Tensor(out, False, None, None, layout)
+    edges = (a.grad_fn if a.grad_fn is not None else a.edge(),)
+    if op.saves_inputs:
+        versions = _V0 if a._version is None else (a._version.value,)
+        arrays = (x,)
+        node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a,), versions, True)
+    else:  # the rule gets the gradient in place of the input (see Node)
+        node = Node(op, op.fixed_name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
+    if op.saves_output:
+        node.out = out
+        node.out_version = counter = VersionCounter()
+        return Tensor(out, True, node, counter, layout)
+    return Tensor(out, True, node, None, layout)
+
+
+def apply_binary(op: Primitive, a: Any, b: Any) -> Tensor:
+    """``apply(op, (a, b), {})`` for an op with ``op.fast``."""
+    layout = a._layout if type(a) is Tensor else False
+    if layout is None:
+        layout = a.layout()
+    if not layout:
+        return _apply(op, (a, b), NO_ATTRS)
+    x = a.data
+    if type(b) is Tensor:
+        other = b._layout
+        if other is None:
+            other = b.layout()
+        if other is not layout and other != layout:
+            return _apply(op, (a, b), NO_ATTRS)
+        y = b.data
+        needs_grad = a.requires_grad or b.requires_grad
+    elif type(b) in _SCALARS:
+        y = b
+        needs_grad = a.requires_grad
+    else:
+        return _apply(op, (a, b), NO_ATTRS)
+    if op.ufunc is not None and type(x) is numpy.ndarray:
+        out = op.ufunc(x, y)  # of the inputs' dtype: floats, with Python numbers (NEP 50)
+    else:
+        out = _forward(op, (x, y))
+        if not _fits(out, layout):
+            return _other(op, (a, b), (x, y), out, needs_grad)
+    if not (
+        needs_grad
+        and op.differentiable
+        and (grad_mode.OFF.threads == 0 or grad_mode.GRAD_MODE.enabled)  # is_grad_enabled()
+    ):
+        return Tensor(out, False, None, None, layout)
+    edge_a = None
+    if a.requires_grad:
+        edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
+    versions: tuple[int | None, ...]
+    if y is b:  # a Python number
+        edges: tuple[Any, ...] = (edge_a, None)
+        if op.saves_inputs:
+            versions = _V0N if a._version is None else (a._version.value, None)
+            arrays = (x, y)
+            node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
+        else:  # the rule gets the gradient in place of the tensor (see Node)
+            kept = (None, y)
+            node = Node(op, op.fixed_name, NO_ATTRS, edges, kept, kept, None, None, True)
+    else:
+        edge_b = None
+        if b.requires_grad:
+            edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
+        edges = (edge_a, edge_b)
+        if op.saves_inputs:
+            unwritten = a._version is None and b._version is None
+            versions = _V00 if unwritten else (a.version, b.version)
+            arrays = (x, y)
+            node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
+        else:
+            node = Node(op, op.fixed_name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
+    if op.saves_output:
+        node.out = out
+        node.out_version = counter = VersionCounter()
+        return Tensor(out, True, node, counter, layout)
+    return Tensor(out, True, node, None, layout)
+
+
+def _forward(op: Primitive, arrays: tuple[Any, ...]) -> Any:
+    """The fast paths' forward where no ufunc does (another op, another backend)."""
+    out = op.forward(*arrays)
+    if type(out) is not numpy.ndarray:
+        out = _as_array(out, arrays[0])  # a CuPy array
+    return out
+
+
+def _fits(out: Any, layout: Layout) -> bool:
+    """Whether ``out`` has the inputs' layout (it has not where an op makes bools, say)."""
+    assert layout
+    return out.dtype == layout[1] and out.shape == layout[2] and type(out) is layout[0]
+
+
+def _other(
+    op: Primitive, args: tuple[Any, ...], arrays: tuple[Any, ...], out: Any, needs_grad: bool
+) -> Tensor:
+    """The fast paths' result where ``out`` does not fit the inputs: a general node."""
+    record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
+    result = Tensor(out, record and out.dtype.kind == "f")
+    if result.requires_grad:
+        result.grad_fn = Node.record(op, args, list(arrays), NO_ATTRS, result)
+    return result
+
+
+def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
+    """``apply``'s general path."""
+    # One pass over the arguments gathers everything below.
     arrays: list[Any] = []
     first: Any = None  # the first tensor's array
     mixed = False  # tensors of more than one dtype
@@ -220,13 +382,13 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
         out = op.forward(*arrays, **attrs) if attrs else op.forward(*arrays)
     if first is not None and type(out) is not numpy.ndarray:
         out = _as_array(out, first)  # NumPy gives scalars for 0-d results
-    record = needs_grad and op.differentiable and grad_mode.GRAD_MODE.enabled
+    record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
     if record and out.dtype.kind != "f":
         record = False
     result = Tensor(out, record)
     if op.view and first is not None and out.base is not None:
         source = _first_tensor(args)
-        result._version = source._version
+        result._version = source.counter()
         result._base = source._base if source._base is not None else source
     if record:
         result.grad_fn = Node.record(op, args, arrays, attrs, result)
@@ -249,7 +411,7 @@ def apply_inplace(
     op: Primitive, target: Tensor, args: tuple[Any, ...], attrs: dict[str, Any]
 ) -> Tensor:
     """Run ``op`` with ``target`` as its first input and write the result into ``target``."""
-    recording = grad_mode.GRAD_MODE.enabled
+    recording = grad_mode.is_grad_enabled()
     if recording and target.requires_grad:
         base = target._base
         if base is None and target.grad_fn is None:

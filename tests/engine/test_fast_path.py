@@ -1,0 +1,299 @@
+"""``apply``'s fast path and the backward pass's shortcuts, at their boundaries, against torch.
+
+The fast path (``apply_unary``, ``apply_binary``) takes elementwise ops on small floating
+tensors of one layout, or on one such tensor and a Python number, and records plain nodes.
+Every case below runs on both libraries; each also asserts which path the engine took, so
+that a case meant for the general path cannot silently take the fast one (or the reverse).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy
+import pytest
+import torch
+
+import engine as E
+from engine import grad_mode, parallel
+from engine.autograd import Node
+from tests.engine.side_by_side import Lib, same
+
+RNG = numpy.random.default_rng(7)
+
+UNARY = ["exp", "log", "sqrt", "abs", "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu",
+         "neg", "reciprocal", "floor", "ceil", "round"]  # fmt: skip
+BINARY: dict[str, Callable[[Any, Any], Any]] = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "rsub": lambda a, b: b - a,
+    "rdiv": lambda a, b: b / a,
+    "maximum": lambda a, b: a.maximum(b),
+    "pow": lambda a, b: a**b,
+}
+
+
+def _array(shape: tuple[int, ...], dtype: str, low: float = 0.2) -> numpy.ndarray:
+    if dtype == "bool":
+        return RNG.integers(0, 2, shape).astype(bool)
+    if dtype.startswith("int"):
+        return RNG.integers(1, 5, shape).astype(dtype)
+    return RNG.uniform(low, 2.0, shape).astype(dtype)
+
+
+def _leaf(lib: Any, array: numpy.ndarray) -> Any:
+    grad = array.dtype.kind == "f"
+    if lib is torch:
+        return torch.tensor(array, requires_grad=grad)
+    return E.tensor(array, requires_grad=grad)
+
+
+def _compare(fn: Callable[[Any, Any, Any], Any], arrays: list[Any], plain: bool | None) -> None:
+    """Values, grads and node names of ``fn(lib, *leaves)`` on both libraries.
+
+    ``plain``: whether the engine's result node must be a plain one (None: not checked).
+    """
+    results = {}
+    for lib in (torch, E):
+        leaves = [_leaf(lib, a) if isinstance(a, numpy.ndarray) else a for a in arrays]
+        out = fn(lib, *leaves)
+        if lib is E and plain is not None:
+            assert out.grad_fn is not None and out.grad_fn.plain is plain
+        grads: list[Any] = []
+        if out.requires_grad:
+            out.sum().backward()
+            grads = [t.grad for t in leaves if hasattr(t, "requires_grad") and t.requires_grad]
+        name = None
+        if out.grad_fn is not None:
+            name = out.grad_fn.name if lib is E else type(out.grad_fn).__name__
+        values = [out.detach().numpy()] + [None if g is None else g.numpy() for g in grads]
+        results[lib] = (name, str(out.dtype).removeprefix("torch."), values)
+    (t_name, t_dtype, t_values), (e_name, e_dtype, e_values) = results[torch], results[E]
+    assert (e_name, e_dtype) == (t_name, t_dtype)
+    assert len(e_values) == len(t_values)
+    for e, t in zip(e_values, t_values, strict=True):
+        assert (e is None) == (t is None)
+        if e is not None:
+            assert e.shape == t.shape and e.dtype == t.dtype
+            numpy.testing.assert_allclose(e, t, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", UNARY)
+def test_unary_fast_path(name: str, dtype: str) -> None:
+    _compare(lambda L, x: getattr(x, name)(), [_array((3, 4), dtype)], plain=True)
+
+
+@pytest.mark.parametrize("name", UNARY)
+def test_unary_on_0d_takes_the_general_path(name: str) -> None:
+    _compare(lambda L, x: getattr(x, name)(), [_array((), "float32")], plain=False)
+
+
+@pytest.mark.parametrize("name", ["exp", "sin", "abs", "neg", "relu"])
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_unary_on_integers_and_bools(name: str, dtype: str) -> None:
+    if (name, dtype) == ("abs", "bool"):
+        pytest.skip("torch refuses abs of bools; the engine does not check")
+
+    def fn(L: Any, x: Any) -> Any:
+        try:
+            return getattr(x, name)()
+        except Exception as e:  # both refuse some (neg of bool, relu of bool): same error type
+            return type(e).__name__ in ("RuntimeError", "InvalidArgument")
+
+    a = _array((5,), dtype)
+    results = [fn(lib, lib.tensor(a)) for lib in (torch, E)]
+    if isinstance(results[0], bool):
+        assert results[1] is True
+        return
+    t, e = results
+    assert str(t.dtype).removeprefix("torch.") == e.dtype
+    numpy.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(BINARY))
+def test_binary_fast_path_with_two_tensors(name: str, dtype: str) -> None:
+    a, b = _array((2, 3), dtype), _array((2, 3), dtype)
+    _compare(lambda L, x, y: BINARY[name](x, y), [a, b], plain=True)
+
+
+@pytest.mark.parametrize("scalar", [2, 0.5, True, -3])
+@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "rsub", "rdiv", "pow"])
+def test_binary_fast_path_with_python_numbers(name: str, scalar: Any) -> None:
+    if scalar is True and name in ("sub", "rsub"):
+        pytest.skip("torch refuses to subtract bools; the engine does not check Python bools")
+    _compare(lambda L, x, s: BINARY[name](x, s), [_array((4,), "float32"), scalar], plain=True)
+
+
+@pytest.mark.parametrize("name", ["add", "mul", "div", "sub"])
+@pytest.mark.parametrize(
+    ("sa", "da", "sb", "db"),
+    [
+        ((4,), "float32", (4,), "float64"),  # two dtypes: promotion
+        ((4,), "float32", (1,), "float32"),  # broadcasting
+        ((3, 1), "float32", (4,), "float32"),
+        ((4,), "float32", (), "float32"),  # a 0-d tensor
+        ((), "float64", (4,), "float32"),  # a 0-d tensor of a wider dtype
+        ((4,), "float32", (4, 1), "float64"),
+        ((2, 3), "float32", (3, 2), "float32"),  # same size, other shape: an error
+    ],
+)
+def test_binary_boundaries_take_the_general_path(
+    name: str, sa: tuple[int, ...], da: str, sb: tuple[int, ...], db: str
+) -> None:
+    a, b = _array(sa, da), _array(sb, db)
+    if (sa, sb) == ((2, 3), (3, 2)):
+        for lib in (torch, E):
+            with pytest.raises(Exception, match="must match the size"):
+                BINARY[name](_leaf(lib, a), _leaf(lib, b))
+        return
+    _compare(lambda L, x, y: BINARY[name](x, y), [a, b], plain=False)
+
+
+@pytest.mark.parametrize("scalar", [2, 2.5, True])
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+@pytest.mark.parametrize("name", ["add", "mul", "div", "sub"])
+def test_integer_and_bool_tensors_with_numbers(name: str, dtype: str, scalar: Any) -> None:
+    if name == "sub" and (dtype == "bool" or scalar is True):
+        pytest.skip("torch refuses to subtract bools; the engine checks bool tensors only")
+    a = _array((4,), dtype)
+    outs = []
+    for lib in (torch, E):
+        try:
+            outs.append(BINARY[name](lib.tensor(a), scalar))
+        except Exception as e:
+            outs.append(type(e).__name__)
+    t, e = outs
+    if isinstance(t, str):
+        assert isinstance(e, str)
+        return
+    assert str(t.dtype).removeprefix("torch.") == e.dtype
+    numpy.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
+
+
+def test_numpy_scalar_operands_and_non_contiguous_views() -> None:
+    a, b = _array((3, 4), "float32"), _array((4, 3), "float32")
+    _compare(lambda L, x, y: x * numpy.float32(1.5) + x * numpy.float64(0.5), [a, b], plain=True)
+    _compare(lambda L, x, y: (x.t() * y).sin(), [a, b], plain=True)  # a transposed view
+    _compare(lambda L, x, y: (x[1:] * x[:-1]).exp(), [a, b], plain=True)
+
+
+def test_large_tensors_take_the_general_path() -> None:
+    n = parallel.MIN_SIZE
+    _compare(lambda L, x, y: x * y, [_array((n,), "float32"), _array((n,), "float32")], False)
+    _compare(lambda L, x: x.exp(), [_array((n - 1,), "float32")], plain=True)
+
+
+def test_comparisons_on_the_fast_path_give_bools_without_grad() -> None:
+    a, b = _array((5,), "float32"), _array((5,), "float32")
+    for op in ("lt", "ge", "eq"):
+        t = getattr(torch.tensor(a, requires_grad=True), op)(torch.tensor(b))
+        e = getattr(E.tensor(a, requires_grad=True), op)(E.tensor(b))
+        assert e.dtype == "bool" and not e.requires_grad and e.grad_fn is None
+        assert e.tolist() == t.tolist()
+
+
+def test_in_place_write_after_save_is_caught_on_plain_nodes() -> None:
+    def scenario(L: Lib, show: Any) -> None:
+        x = L.tensor([0.5, 1.0, 1.5], requires_grad=True)
+        a = x * 2.0  # plain
+        y = a.sin()  # saves a
+        e = a.exp()  # saves its output
+        u = L.tensor([1.0, 2.0, 3.0])
+        u.add_(1)  # a write elsewhere: nothing to report
+        z = y.cos()  # made after the write
+        L.attempt(lambda: z.sum().backward(retain_graph=True))
+        show(x.grad)
+        a.add_(1)
+        L.attempt(lambda: y.sum().backward())
+        e.mul_(2)
+        L.attempt(lambda: e.sum().backward())
+        w = a.tanh()  # a node made after every write runs
+        L.attempt(lambda: w.sum().backward())
+        show(x.grad)
+
+    same(scenario)
+
+
+def test_second_backward_through_a_plain_chain() -> None:
+    def scenario(L: Lib, show: Any) -> None:
+        x = L.tensor([0.5, 1.0], requires_grad=True)
+        w = L.tensor([2.0, 3.0], requires_grad=True)
+        y = ((x * w).sin() - w).tanh() / 2.0
+        y.sum().backward(retain_graph=True)
+        show(x.grad, w.grad)
+        y.sum().backward()
+        show(x.grad, w.grad)
+        L.attempt(lambda: y.sum().backward())
+        s = x + w  # a node without saved tensors runs again
+        s.sum().backward()
+        s.sum().backward()
+        show(x.grad, w.grad)
+
+    same(scenario)
+
+
+def test_create_graph_through_plain_nodes() -> None:
+    def scenario(L: Lib, show: Any) -> None:
+        x = L.tensor([0.3, 0.7, 1.1], requires_grad=True)
+        w = L.tensor([1.5, -0.5, 2.0], requires_grad=True)
+        y = ((x * w).exp() + x.sin() * w - w / 3.0).tanh()
+        (gx, gw) = L.autograd.grad(y.sum(), (x, w), create_graph=True)
+        show(gx, gw)
+        (gx * gw).sum().backward()
+        show(x.grad, w.grad)
+
+    same(scenario)
+
+
+def test_retained_and_diamond_graphs_through_plain_nodes() -> None:
+    def scenario(L: Lib, show: Any) -> None:
+        x = L.tensor([0.2, 0.4, 0.6], requires_grad=True)
+        a = x * x  # both edges to one leaf
+        a.retain_grad()
+        b = a.sin()
+        c = a.cos()
+        d = (b * c + b - c * 2.0).exp()  # b and c reach d by several paths
+        e = d + a  # a reaches e directly and through d
+        e.sum().backward(retain_graph=True)
+        show(x.grad, a.grad)
+        (g,) = L.autograd.grad((b * c).sum(), (a,))
+        show(g)
+
+    same(scenario)
+
+
+def test_no_grad_in_another_thread_leaves_this_one_recording() -> None:
+    x = E.tensor([1.0, 2.0], requires_grad=True)
+    inside = threading.Event()
+    release = threading.Event()
+    seen: list[Any] = []
+
+    def worker() -> None:
+        with E.no_grad():
+            seen.append((x * x).requires_grad)
+            inside.set()
+            release.wait(10)
+        seen.append((x * x).requires_grad)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert inside.wait(10)
+    assert grad_mode.OFF.threads == 1
+    assert (x * x).requires_grad and isinstance((x.sin()).grad_fn, Node)
+    release.set()
+    thread.join()
+    assert seen == [False, True]
+    assert grad_mode.OFF.threads == 0
+    with E.no_grad():
+        assert not (x * x).requires_grad and not E.is_grad_enabled()
+        with E.enable_grad():
+            assert (x * x).requires_grad
+        E.set_grad_enabled(True)
+        assert (x * x).requires_grad
+    assert grad_mode.OFF.threads == 0 and E.is_grad_enabled()
