@@ -270,23 +270,27 @@ def render_tensor(info: TensorInfo | None, binary: bool = False) -> dict[str, An
     """A TensorInfo as JSON-ready data (arrays through the codec)."""
     if info is None:
         return None
+    # Unpacked at once: a batch renders one per command, and each field read by name is a
+    # property call.
+    name, shape, dtype, requires_grad, is_leaf, grad_fn, has_grad, value, grad, text = info
     out: dict[str, Any] = {
-        "name": info.name,
-        "shape": list(info.shape),
-        "dtype": info.dtype,
-        "requires_grad": info.requires_grad,
-        "is_leaf": info.is_leaf,
-        "grad_fn": info.grad_fn,
-        "has_grad": info.has_grad,
+        "name": name,
+        "shape": list(shape),
+        "dtype": dtype,
+        "requires_grad": requires_grad,
+        "is_leaf": is_leaf,
+        "grad_fn": grad_fn,
+        "has_grad": has_grad,
     }
-    if info.value is not None:
-        out["value"] = codec.encode(info.value, binary)
-    if info.grad is not None:
-        out["grad"] = codec.encode(info.grad, binary)
-    if info.repr is not None:
-        out["repr"] = info.repr
+    if value is not None:
+        out["value"] = codec.encode(value, binary)
+    if grad is not None:
+        out["grad"] = codec.encode(grad, binary)
+    if text is not None:
+        out["repr"] = text
     return out
 
 
 def render(result: Result, binary: bool = False) -> dict[str, Any]:
-    return {"kind": result.kind, "tensors": [render_tensor(t, binary) for t in result.tensors]}
+    kind, tensors = result
+    return {"kind": kind, "tensors": [render_tensor(t, binary) for t in tensors]}

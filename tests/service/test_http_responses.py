@@ -1,0 +1,39 @@
+"""Results are encoded by pydantic's serializer: byte for byte what Starlette's json.dumps gives."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.responses import JSONResponse
+
+from service.config import Settings
+from service.dataplane import DataPlane, render
+from service.http.deps import ResultsResponse
+
+BATCH = [
+    {"kind": "create", "name": "x", "data": [[1.5, -0.0], [1e-30, 1e38]], "requires_grad": True},
+    {"kind": "create", "name": "n", "data": {"shape": [3], "dtype": "float64",
+                                             "data": ["NaN", "Infinity", "-Infinity"]}},
+    {"kind": "create", "name": "i", "data": [[1, 2**62], [-3, 0]]},
+    {"kind": "create", "name": "b", "data": [True, False]},
+    {"kind": "op", "op": "mul", "inputs": ["x", 2.0], "name": "y"},
+    {"kind": "op", "op": "sum", "inputs": ["y"]},
+    {"kind": "backward", "tensor": "%1"},
+    *(
+        {"kind": "get", "tensor": name, "value": True, "grad": True, "repr": True}
+        for name in ("x", "n", "i", "b", "y", "%1")
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_results_encode_as_starlette_encodes_them(binary: bool) -> None:
+    plane = DataPlane(Settings())
+    try:
+        info = plane.create_session(seed=0)
+        assert info.token is not None
+        session = plane.session(info.id, info.token)
+        results = plane.execute(session, BATCH)
+        content = {"results": [render(r, binary) for r in results]}
+        assert ResultsResponse(content).body == JSONResponse(content).body
+    finally:
+        plane.shutdown()
