@@ -397,6 +397,43 @@ def _sum(a: Any, b: Any, create_graph: bool, sums: dict[int, Any]) -> Any:
     return total
 
 
+def _run_adding(
+    node: Node, edges: tuple[Any, ...], g: Any, grads: dict[GraphNode, Any], sums: dict[int, Any]
+) -> tuple[Any, ...] | None:
+    """``node.run`` for a large elementwise node, each gradient that meets an earlier one at
+    its input's node added to it in the rule's own job on the threads (``parallel.run_into``):
+    one job instead of two, values as ``_sum``'s. Such sums go into ``grads`` and ``sums`` at
+    once and come back as None. None where nothing is to be added, or it cannot be done so.
+    """
+    metas = node.metas
+    into: list[tuple[Any, bool] | None] | None = None
+    for i, child in enumerate(edges):
+        before = grads.get(child) if child is not None else None
+        # Only a child's first edge: later ones are added after it, in _sum's order.
+        if before is None or child in edges[:i]:
+            continue
+        assert metas is not None
+        meta = metas[i]
+        if meta.shape != before.shape or meta.dtype != before.dtype:
+            continue
+        if into is None:
+            into = [None] * len(edges)
+        into[i] = (before, sums.get(id(before)) is before)
+    if into is None or node.op.vjp is None or node.arrays is None:
+        return None
+    done = parallel.run_into(node.op.vjp, (g, node.out, *node.arrays), node.attrs, into)
+    if done is None:
+        return None
+    results, fused = done
+    results = list(results)
+    for i in fused:
+        total = results[i]
+        grads[edges[i]] = total
+        sums[id(total)] = total
+        results[i] = None
+    return tuple(results) if len(results) == len(edges) else node.complete(tuple(results))
+
+
 def run_backward(
     roots: list[tuple[GraphNode, Any]],
     targets: list[GraphNode] | None,
@@ -467,7 +504,10 @@ def run_backward(
                 if op.saves:
                     node.check_saved()
                     executed.append(node)
-                results = node.run(g, create_graph)
+                adding = None
+                if op.elementwise and not create_graph and g.size >= parallel.MIN_SIZE:
+                    adding = _run_adding(node, edges, g, grads, sums)
+                results = adding if adding is not None else node.run(g, create_graph)
             fit = not node.plain
             metas = node.metas
             # The node to run next is the newest of those with a gradient: in a chain, the one

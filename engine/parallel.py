@@ -269,6 +269,30 @@ def run(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> 
     return _run_split(fn, args, kwargs)
 
 
+def run_into(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    into: Sequence[tuple[Any, bool] | None],
+) -> tuple[Any, list[int]] | None:
+    """``run`` for a VJP whose gradients may each be added to a running sum in the same job.
+
+    ``into`` has an entry for each gradient: None, or ``(acc, owned)``: the sum it is to be
+    added to (in place where ``owned``). Returns the gradients, with ``acc + gradient`` in
+    place of each one added, and the positions of those; None where ``run`` would return
+    None or the function cannot be traced (the caller then adds them itself).
+    """
+    shape = _splittable(args)
+    if shape is None or any(hasattr(v, "shape") for v in kwargs.values()):
+        return None
+    from engine import trace
+
+    plan = trace.trace(fn, args, kwargs, shape, into)
+    if plan is None:
+        return None
+    return plan.execute(), plan.fused
+
+
 def _run_split(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     originals: dict[int, Any] = {}  # each Split view handed to fn -> the caller's array
     views = []
