@@ -270,8 +270,8 @@ class Plan:
             else:
                 total = len(self.values)
                 self.values.append(None)
-                self.outputs[total] = numpy.empty(self.size, dtype)
-                sums[slot] = self.outputs[total].reshape(shape)
+                self.outputs[total] = out = numpy.empty(self.size, dtype)
+                sums[slot] = out if len(shape) == 1 else out.reshape(shape)
                 self.program.append((numpy.add, (acc_slot, slot), total, _OUTPUT, total))
             self.fused.append(position)
         return sums

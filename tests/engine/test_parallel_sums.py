@@ -56,6 +56,7 @@ def test_a_result_is_added_to_its_sum(owned: bool) -> None:
     assert fused == [1]
     assert _same(rx, gx) and _same(ry, kept + gy)
     assert (ry is acc) is owned  # in place only into a sum the caller owns
+    assert ry.base is None  # a new sum is its own array: .grad takes it without a copy
     assert _same(acc, kept + gy if owned else kept)
 
 
