@@ -281,9 +281,11 @@ class Plan:
         values = self.values.copy()
         for slot, flat in self.leaves:
             values[slot] = flat[lo:hi]
+        outputs = self.outputs
+        # Few bytecodes between ufunc calls: the other thread waits for the GIL meanwhile.
         for ufunc, refs, slot, kind, where in self.program:
             if kind == _OUTPUT:
-                out = self.outputs[where][lo:hi]
+                out = outputs[where][lo:hi]
             elif kind == _SCRATCH:
                 buffer = scratch.get(where)
                 if buffer is None:
@@ -291,7 +293,12 @@ class Plan:
                 out = buffer[: hi - lo]
             else:
                 out = values[slot]
-            ufunc(*[values[r] for r in refs], out=out)
+            if len(refs) == 2:  # no comprehension: it is a function call of its own
+                ufunc(values[refs[0]], values[refs[1]], out=out)
+            elif len(refs) == 1:
+                ufunc(values[refs[0]], out=out)
+            else:
+                ufunc(*[values[r] for r in refs], out=out)
             values[slot] = out
 
     def execute(self) -> Any:
