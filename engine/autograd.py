@@ -353,6 +353,7 @@ def _needed(order: list[GraphNode], targets: set[GraphNode]) -> set[GraphNode]:
 
 def _fit(g: Any, meta: Any, create_graph: bool) -> Any:
     """Sum broadcast dimensions away and cast to the input's dtype: done once, for every rule."""
+    parallel.flush()  # g may be a sum left to the next job (parallel.add_later)
     shape = meta.shape
     if g.shape != shape:
         from engine.ops import reduce
@@ -386,7 +387,9 @@ def _sum(a: Any, b: Any, create_graph: bool, sums: dict[int, Any]) -> Any:
     if create_graph or a.size < parallel.MIN_SIZE:  # small: a new array costs less than `sums`
         return a + b
     owned = sums.get(id(a)) is a
-    total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
+    total = parallel.add_later(a, b, owned)  # done with the next rule's job
+    if total is None:
+        total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
     if total is None:
         if owned:
             a += b
@@ -468,7 +471,7 @@ def run_backward(
     if ready:
         node = heapq.heappop(ready)[1]
         g = grads.pop(node)
-    with grad_mode.set_grad_enabled(create_graph):
+    with grad_mode.set_grad_enabled(create_graph), parallel.deferred():
         while node is not None:
             if sums:
                 sums.pop(id(g), None)
@@ -507,6 +510,8 @@ def run_backward(
                 adding = None
                 if op.elementwise and not create_graph and g.size >= parallel.MIN_SIZE:
                     adding = _run_adding(node, edges, g, grads, sums)
+                else:
+                    parallel.flush()  # the rule reads its arrays at once
                 results = adding if adding is not None else node.run(g, create_graph)
             fit = not node.plain
             metas = node.metas

@@ -3,7 +3,9 @@
 ``parallel.run_into`` (and ``trace.Plan``'s ``into``) run a VJP on the threads with some of
 its results added to earlier gradients in the same job; ``autograd`` uses it where gradients
 meet (a weight used by many ops). The sums must be exactly those of a separate addition, in
-place only where the pass owns the sum; anything else is handed back to the caller.
+place only where the pass owns the sum; anything else is handed back to the caller. A sum of
+a gradient that a rule hands on unchanged (``add``) waits for the next job instead
+(``parallel.add_later``): it must be done before anything reads it.
 """
 
 from __future__ import annotations
@@ -214,3 +216,138 @@ def test_rules_given_metas_are_traced_once_per_shape_and_dtype(
         ga, gb = parallel.run(sub, (g, None, Meta(a), Meta(b)), {})
         assert _same(ga, g) and _same(gb, -g)
     assert len(traced) <= 2  # the float64 Meta is another kind; the second call found the first
+
+
+def _deferring(build: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``build()`` on 1 and 2 threads: the same bits; some sum left to a later job on 2."""
+    left: list[Any] = []
+    real = parallel.add_later
+
+    def spy(*args: Any) -> Any:
+        total = real(*args)
+        if total is not None:
+            left.append(total)
+        return total
+
+    results = []
+    for threads in (1, 2):
+        before = parallel.get_num_threads()
+        parallel.set_num_threads(threads)
+        monkeypatch.setattr(parallel, "add_later", spy)
+        try:
+            results.append(build())
+        finally:
+            monkeypatch.undo()
+            parallel.set_num_threads(before)
+    assert left, "no sum was left to a later job"
+    for a, b in zip(*results, strict=True):
+        assert type(b) is numpy.ndarray and _same(a, b)
+
+
+def test_a_sum_left_to_the_next_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    def build() -> list[Any]:
+        x, w = _leaves(2)
+        t = x * 2.0
+        s1 = t + w  # older: its rule hands its gradient to t, which has sin's already
+        s2 = t.sin()
+        (s1.exp() + s2).sum().backward()
+        return [x.grad.data, w.grad.data]
+
+    _deferring(build, monkeypatch)
+
+
+def test_a_sum_left_waiting_is_done_before_a_rule_that_is_not_elementwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def build() -> list[Any]:
+        x, w = _leaves(2)
+        t = engine.softmax(x * 1e-3, dim=0)  # its rule computes with its gradient at once
+        s1 = t + w  # older: hands its gradient to t, which has sin's already
+        s2 = t.sin()
+        (s1.exp() + s2).sum().backward()
+        return [x.grad.data, w.grad.data]
+
+    _deferring(build, monkeypatch)
+
+
+def test_a_sum_left_waiting_is_done_before_a_broadcast_gradient_is_summed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def build() -> list[Any]:
+        x, w = _leaves(2)
+        u = engine.tensor(numpy.ones(1, dtype="float32"), requires_grad=True)
+        q = x * 2.0 + u  # add's rule hands q's gradient to u: summed over N (_fit)
+        r1 = q + w  # older: hands its gradient to q, which has sin's already
+        r2 = q.sin()
+        (r1.exp() + r2).sum().backward()
+        return [x.grad.data, w.grad.data, u.grad.data]
+
+    _deferring(build, monkeypatch)
+
+
+def test_a_sum_left_waiting_is_done_before_a_rule_that_runs_on_split_views(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def build() -> list[Any]:
+        x, w = _leaves(2)
+        t = x.abs() ** 1.5  # pow's rule is not traced: it runs on Split views
+        s1 = t + w
+        s2 = t.sin()
+        (s1.exp() + s2).sum().backward()
+        return [x.grad.data, w.grad.data]
+
+    _deferring(build, monkeypatch)
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_sums_left_waiting_are_done_by_flush_and_dropped_on_error() -> None:
+    a, b, c = _arrays(3)
+    kept = a.copy()
+    with parallel.deferred():
+        total = parallel.add_later(a, b, True)
+        other = parallel.add_later(c, b, False)
+        assert total is a and other is not None and other is not c
+        assert _same(a, kept)  # not yet
+        parallel.flush()
+        assert _same(a, kept + b) and _same(other, c + b)
+    assert parallel.add_later(a, b, True) is None  # outside the block: done at once
+    fresh = a.copy()
+    with pytest.raises(KeyError), parallel.deferred():
+        parallel.add_later(a, b, True)
+        raise KeyError
+    assert _same(a, fresh)
+    for fn in (lambda v: numpy.where(v > 0, v, 0), lambda v: v.sum()):  # not traced
+        fresh = a.copy()
+        with parallel.deferred():
+            assert parallel.add_later(a, b, True) is a
+            got = parallel.run(fn, (a,), {})
+            assert _same(numpy.asarray(got), numpy.asarray(fn(fresh + b)))
+    fresh = a.copy()
+    with parallel.deferred():
+        assert parallel.add_later(a, b, True) is a
+        assert parallel.run(numpy.negative, (a[:9],), {}) is None  # too small: done here
+        assert _same(a, fresh + b)  # so what waited is done first
+    bigger = numpy.ones(N + parallel.CHUNK, dtype="float32")
+    fresh = a.copy()
+    with parallel.deferred():
+        assert parallel.add_later(a, b, True) is a
+        parallel.run(numpy.negative, (bigger,), {})  # another size: what waits runs first
+        assert _same(a, fresh + b)
+        expected = fresh + b
+        for _ in range(parallel.MAX_ADDS):  # at most so many wait: the last one runs them
+            assert parallel.add_later(a, b, True) is a
+            expected = expected + b
+        assert _same(a, expected)
+    untraced = lambda v: (v**2,)
+    for fn, args in [(_mul_vjp(), (c[:9], None, c[:9], c[:9])), (untraced, (c,))]:
+        fresh = a.copy()
+        with parallel.deferred():
+            assert parallel.add_later(a, b, True) is a
+            assert parallel.run_into(fn, args, {}, [None, None]) is None
+            assert _same(a, fresh + b)
+    fresh = a.copy()
+    with parallel.deferred():
+        assert parallel.add_later(a, b.astype("float64"), True) is None
+        assert parallel.add_later(a[:10], b[:10], True) is None
+        assert parallel.add_later(a, b, True) is a
+    assert _same(a, fresh + b)  # leaving the block did it
