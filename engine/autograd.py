@@ -471,7 +471,7 @@ def run_backward(
     if ready:
         node = heapq.heappop(ready)[1]
         g = grads.pop(node)
-    with grad_mode.set_grad_enabled(create_graph), parallel.deferred():
+    with grad_mode.set_grad_enabled(create_graph), parallel.Deferred():
         while node is not None:
             if sums:
                 sums.pop(id(g), None)

@@ -27,7 +27,6 @@ workers block between jobs.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import math
@@ -35,7 +34,7 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy
@@ -244,8 +243,7 @@ def _after_adds(adds: list[tuple[numpy.ndarray, ...]], chunk: Chunk | None) -> C
 MAX_ADDS = 8  # additions waiting at most; each keeps its operands alive
 
 
-@contextlib.contextmanager
-def deferred() -> Iterator[None]:
+class Deferred:
     """Within this, on this thread, ``add_later`` may leave an addition to the next job.
 
     A backward pass adds gradients that meet at a node (``add``'s rule hands one gradient to
@@ -254,22 +252,30 @@ def deferred() -> Iterator[None]:
     (the next rule usually reads the same gradient), with the same values. What reads arrays
     other than through ``run_chunks`` must call ``flush`` first; ``run`` and ``run_into`` do
     when they leave the work to their caller. Leaving the block flushes, except on an
-    exception: the additions are then dropped with the pass.
+    exception: the additions are then dropped with the pass. (A class, not a generator: it
+    is entered once per backward pass, small ones included.)
     """
-    if getattr(_local, "adds", None) is not None:  # nested: the outer block flushes
-        yield
-        return
-    _local.adds = []
-    try:
-        yield
-        flush()
-    finally:
-        _local.adds = None
+
+    __slots__ = ("outer",)
+
+    def __enter__(self) -> None:
+        self.outer = getattr(_local, "adds", None) is not None  # nested: the outer flushes
+        if not self.outer:
+            _local.adds = []
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if self.outer:
+            return
+        try:
+            if kind is None:
+                flush()
+        finally:
+            _local.adds = None
 
 
 def add_later(a: Any, b: Any, owned: bool) -> Any:
     """``a + b`` (into ``a`` itself where ``owned``), computed with the next job, within
-    ``deferred``; None where that does not apply (the caller adds them itself)."""
+    ``Deferred``; None where that does not apply (the caller adds them itself)."""
     adds: list[tuple[numpy.ndarray, ...]] | None = getattr(_local, "adds", None)
     if (
         adds is None

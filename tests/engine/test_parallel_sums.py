@@ -303,7 +303,7 @@ def test_a_sum_left_waiting_is_done_before_a_rule_that_runs_on_split_views(
 def test_sums_left_waiting_are_done_by_flush_and_dropped_on_error() -> None:
     a, b, c = _arrays(3)
     kept = a.copy()
-    with parallel.deferred():
+    with parallel.Deferred():
         total = parallel.add_later(a, b, True)
         other = parallel.add_later(c, b, False)
         assert total is a and other is not None and other is not c
@@ -312,24 +312,24 @@ def test_sums_left_waiting_are_done_by_flush_and_dropped_on_error() -> None:
         assert _same(a, kept + b) and _same(other, c + b)
     assert parallel.add_later(a, b, True) is None  # outside the block: done at once
     fresh = a.copy()
-    with pytest.raises(KeyError), parallel.deferred():
+    with pytest.raises(KeyError), parallel.Deferred():
         parallel.add_later(a, b, True)
         raise KeyError
     assert _same(a, fresh)
     for fn in (lambda v: numpy.where(v > 0, v, 0), lambda v: v.sum()):  # not traced
         fresh = a.copy()
-        with parallel.deferred():
+        with parallel.Deferred():
             assert parallel.add_later(a, b, True) is a
             got = parallel.run(fn, (a,), {})
             assert _same(numpy.asarray(got), numpy.asarray(fn(fresh + b)))
     fresh = a.copy()
-    with parallel.deferred():
+    with parallel.Deferred():
         assert parallel.add_later(a, b, True) is a
         assert parallel.run(numpy.negative, (a[:9],), {}) is None  # too small: done here
         assert _same(a, fresh + b)  # so what waited is done first
     bigger = numpy.ones(N + parallel.CHUNK, dtype="float32")
     fresh = a.copy()
-    with parallel.deferred():
+    with parallel.Deferred():
         assert parallel.add_later(a, b, True) is a
         parallel.run(numpy.negative, (bigger,), {})  # another size: what waits runs first
         assert _same(a, fresh + b)
@@ -341,13 +341,24 @@ def test_sums_left_waiting_are_done_by_flush_and_dropped_on_error() -> None:
     untraced = lambda v: (v**2,)
     for fn, args in [(_mul_vjp(), (c[:9], None, c[:9], c[:9])), (untraced, (c,))]:
         fresh = a.copy()
-        with parallel.deferred():
+        with parallel.Deferred():
             assert parallel.add_later(a, b, True) is a
             assert parallel.run_into(fn, args, {}, [None, None]) is None
             assert _same(a, fresh + b)
     fresh = a.copy()
-    with parallel.deferred():
+    with parallel.Deferred():
         assert parallel.add_later(a, b.astype("float64"), True) is None
         assert parallel.add_later(a[:10], b[:10], True) is None
         assert parallel.add_later(a, b, True) is a
     assert _same(a, fresh + b)  # leaving the block did it
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_a_nested_block_leaves_the_additions_to_the_outer_one() -> None:
+    a, b = _arrays(2)
+    fresh = a.copy()
+    with parallel.Deferred():
+        with parallel.Deferred():
+            assert parallel.add_later(a, b, True) is a
+        assert _same(a, fresh)
+    assert _same(a, fresh + b)
