@@ -353,6 +353,7 @@ def _needed(order: list[GraphNode], targets: set[GraphNode]) -> set[GraphNode]:
 
 def _fit(g: Any, meta: Any, create_graph: bool) -> Any:
     """Sum broadcast dimensions away and cast to the input's dtype: done once, for every rule."""
+    parallel.flush()  # g may be a sum left to the next job (parallel.add_later)
     shape = meta.shape
     if g.shape != shape:
         from engine.ops import reduce
@@ -386,7 +387,9 @@ def _sum(a: Any, b: Any, create_graph: bool, sums: dict[int, Any]) -> Any:
     if create_graph or a.size < parallel.MIN_SIZE:  # small: a new array costs less than `sums`
         return a + b
     owned = sums.get(id(a)) is a
-    total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
+    total = parallel.add_later(a, b, owned)  # done with the next rule's job
+    if total is None:
+        total = parallel.run(operator.iadd if owned else operator.add, (a, b), {})
     if total is None:
         if owned:
             a += b
@@ -395,6 +398,43 @@ def _sum(a: Any, b: Any, create_graph: bool, sums: dict[int, Any]) -> Any:
             total = a + b
     sums[id(total)] = total
     return total
+
+
+def _run_adding(
+    node: Node, edges: tuple[Any, ...], g: Any, grads: dict[GraphNode, Any], sums: dict[int, Any]
+) -> tuple[Any, ...] | None:
+    """``node.run`` for a large elementwise node, each gradient that meets an earlier one at
+    its input's node added to it in the rule's own job on the threads (``parallel.run_into``):
+    one job instead of two, values as ``_sum``'s. Such sums go into ``grads`` and ``sums`` at
+    once and come back as None. None where nothing is to be added, or it cannot be done so.
+    """
+    metas = node.metas
+    into: list[tuple[Any, bool] | None] | None = None
+    for i, child in enumerate(edges):
+        before = grads.get(child) if child is not None else None
+        # Only a child's first edge: later ones are added after it, in _sum's order.
+        if before is None or child in edges[:i]:
+            continue
+        assert metas is not None
+        meta = metas[i]
+        if meta.shape != before.shape or meta.dtype != before.dtype:
+            continue
+        if into is None:
+            into = [None] * len(edges)
+        into[i] = (before, sums.get(id(before)) is before)
+    if into is None or node.op.vjp is None or node.arrays is None:
+        return None
+    done = parallel.run_into(node.op.vjp, (g, node.out, *node.arrays), node.attrs, into)
+    if done is None:
+        return None
+    results, fused = done
+    results = list(results)
+    for i in fused:
+        total = results[i]
+        grads[edges[i]] = total
+        sums[id(total)] = total
+        results[i] = None
+    return tuple(results) if len(results) == len(edges) else node.complete(tuple(results))
 
 
 def run_backward(
@@ -431,7 +471,7 @@ def run_backward(
     if ready:
         node = heapq.heappop(ready)[1]
         g = grads.pop(node)
-    with grad_mode.set_grad_enabled(create_graph):
+    with grad_mode.set_grad_enabled(create_graph), parallel.Deferred():
         while node is not None:
             if sums:
                 sums.pop(id(g), None)
@@ -467,7 +507,12 @@ def run_backward(
                 if op.saves:
                     node.check_saved()
                     executed.append(node)
-                results = node.run(g, create_graph)
+                adding = None
+                if op.elementwise and not create_graph and g.size >= parallel.MIN_SIZE:
+                    adding = _run_adding(node, edges, g, grads, sums)
+                else:
+                    parallel.flush()  # the rule reads its arrays at once
+                results = adding if adding is not None else node.run(g, create_graph)
             fit = not node.plain
             metas = node.metas
             # The node to run next is the newest of those with a gradient: in a chain, the one

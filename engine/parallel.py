@@ -218,8 +218,93 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_chunks(chunk: Chunk, size: int) -> None:
-    """``chunk(lo, hi, scratch)`` over ``range(size)`` in chunks, on the team."""
+    """``chunk(lo, hi, scratch)`` over ``range(size)`` in chunks, on the team; additions
+    waiting (``add_later``) on as many elements are done first in each chunk."""
+    adds: list[tuple[numpy.ndarray, ...]] | None = getattr(_local, "adds", None)
+    if adds:
+        if _local.adds_size != size:
+            flush()
+        else:
+            chunk = _after_adds(list(adds), chunk)
+            adds.clear()
     _get_team().run(chunk, _bounds(size))
+
+
+def _after_adds(adds: list[tuple[numpy.ndarray, ...]], chunk: Chunk | None) -> Chunk:
+    def both(lo: int, hi: int, scratch: dict[Any, Any]) -> None:
+        for a, b, out in adds:
+            numpy.add(a[lo:hi], b[lo:hi], out=out[lo:hi])
+        if chunk is not None:
+            chunk(lo, hi, scratch)
+
+    return both
+
+
+MAX_ADDS = 8  # additions waiting at most; each keeps its operands alive
+
+
+class Deferred:
+    """Within this, on this thread, ``add_later`` may leave an addition to the next job.
+
+    A backward pass adds gradients that meet at a node (``add``'s rule hands one gradient to
+    two inputs); an addition alone is a job of its own, a wake-up of the team. Left waiting,
+    it runs in each chunk of the next job on as many elements, before that job's own work
+    (the next rule usually reads the same gradient), with the same values. What reads arrays
+    other than through ``run_chunks`` must call ``flush`` first; ``run`` and ``run_into`` do
+    when they leave the work to their caller. Leaving the block flushes, except on an
+    exception: the additions are then dropped with the pass. (A class, not a generator: it
+    is entered once per backward pass, small ones included.)
+    """
+
+    __slots__ = ("outer",)
+
+    def __enter__(self) -> None:
+        self.outer = getattr(_local, "adds", None) is not None  # nested: the outer flushes
+        if not self.outer:
+            _local.adds = []
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if self.outer:
+            return
+        try:
+            if kind is None:
+                flush()
+        finally:
+            _local.adds = None
+
+
+def add_later(a: Any, b: Any, owned: bool) -> Any:
+    """``a + b`` (into ``a`` itself where ``owned``), computed with the next job, within
+    ``Deferred``; None where that does not apply (the caller adds them itself)."""
+    adds: list[tuple[numpy.ndarray, ...]] | None = getattr(_local, "adds", None)
+    if (
+        adds is None
+        or type(a) is not numpy.ndarray
+        or type(b) is not numpy.ndarray
+        or a.dtype != b.dtype
+        or a.shape != b.shape
+        or not (a.flags.c_contiguous and b.flags.c_contiguous)
+        or (owned and not a.flags.writeable)
+        or _splittable((a, b)) is None
+    ):
+        return None
+    if adds and _local.adds_size != a.size:
+        flush()
+    out = a if owned else numpy.empty_like(a)
+    adds.append((a.reshape(-1), b.reshape(-1), out.reshape(-1)))
+    _local.adds_size = a.size
+    if len(adds) >= MAX_ADDS:
+        flush()
+    return out
+
+
+def flush() -> None:
+    """Do the additions ``add_later`` left waiting, now."""
+    adds: list[tuple[numpy.ndarray, ...]] | None = getattr(_local, "adds", None)
+    if adds:
+        chunk = _after_adds(list(adds), None)
+        adds.clear()
+        _get_team().run(chunk, _bounds(_local.adds_size))
 
 
 @functools.lru_cache(maxsize=64)
@@ -260,13 +345,41 @@ def run(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> 
     """
     shape = _splittable(args)
     if shape is None or any(hasattr(v, "shape") for v in kwargs.values()):
+        flush()  # the caller computes on the arrays itself
         return None
     from engine import trace
 
     plan = trace.trace(fn, args, kwargs, shape)
     if plan is not None:
         return plan.execute()
+    flush()  # a Split call may compute on the arrays serially
     return _run_split(fn, args, kwargs)
+
+
+def run_into(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    into: Sequence[tuple[Any, bool] | None],
+) -> tuple[Any, list[int]] | None:
+    """``run`` for a VJP whose gradients may each be added to a running sum in the same job.
+
+    ``into`` has an entry for each gradient: None, or ``(acc, owned)``: the sum it is to be
+    added to (in place where ``owned``). Returns the gradients, with ``acc + gradient`` in
+    place of each one added, and the positions of those; None where ``run`` would return
+    None or the function cannot be traced (the caller then adds them itself).
+    """
+    shape = _splittable(args)
+    if shape is None or any(hasattr(v, "shape") for v in kwargs.values()):
+        flush()
+        return None
+    from engine import trace
+
+    plan = trace.trace(fn, args, kwargs, shape, into)
+    if plan is None:
+        flush()
+        return None
+    return plan.execute(), plan.fused
 
 
 def _run_split(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:

@@ -14,13 +14,14 @@ returns None: the caller then runs the function on real arrays.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import numpy
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from engine import parallel
+from engine.autograd import Meta
 
 _OUTPUT, _SCRATCH, _IN_PLACE = 0, 1, 2  # where a step writes
 _SCALARS = (int, float, complex)
@@ -188,9 +189,23 @@ class _Recipe:
 
 
 class Plan:
-    """A recipe bound to arrays: its arguments, and new arrays for its outputs."""
+    """A recipe bound to arrays: its arguments, and new arrays for its outputs.
 
-    def __init__(self, recipe: _Recipe, args: Any, shape: tuple[int, ...]) -> None:
+    ``into`` (one entry per result of a function that returns a tuple) names, for a result,
+    a running sum ``(acc, owned)`` to add it to in the same job: that result is then
+    ``acc + result`` (written into ``acc`` itself where ``owned``), computed as its own step
+    after the function's steps, so its value is the one a separate addition gives. A result
+    that is not a fresh output of acc's shape and dtype is left alone; ``fused`` lists the
+    positions that were added.
+    """
+
+    def __init__(
+        self,
+        recipe: _Recipe,
+        args: Any,
+        shape: tuple[int, ...],
+        into: Sequence[tuple[Any, bool] | None] | None = None,
+    ) -> None:
         self.program = recipe.program
         self.values = recipe.values
         self.size = size = math.prod(shape)
@@ -200,23 +215,77 @@ class Plan:
             for slot, position in recipe.leaves
         ]
         self.outputs = {slot: numpy.empty(size, dtype) for slot, dtype in recipe.outputs.items()}
+        self.fused: list[int] = []
+        sums = self._fuse(recipe, into, shape) if into is not None and recipe.many else {}
         result = []
         for kind, value in recipe.result:
             if kind == "output":
-                value = self.outputs[value] if flat else self.outputs[value].reshape(shape)
+                if value in sums:
+                    value = sums[value]
+                else:
+                    value = self.outputs[value] if flat else self.outputs[value].reshape(shape)
             elif kind == "argument":
                 value = args[value]
             result.append(value)
         self.result: Any = tuple(result) if recipe.many else result[0]
+
+    def _fuse(
+        self,
+        recipe: _Recipe,
+        into: Sequence[tuple[Any, bool] | None],
+        shape: tuple[int, ...],
+    ) -> dict[int, numpy.ndarray]:
+        """Add the results ``into`` names to their sums: by output slot, each sum (shaped)."""
+        slots = [value for kind, value in recipe.result if kind == "output"]
+        sums: dict[int, numpy.ndarray] = {}
+        for position, (kind, slot) in enumerate(recipe.result):
+            target = into[position] if position < len(into) else None
+            if target is None or kind != "output" or slots.count(slot) != 1:
+                continue
+            acc, owned = target
+            dtype = recipe.outputs[slot]
+            if (
+                type(acc) is not numpy.ndarray
+                or acc.shape != shape
+                or acc.dtype != dtype
+                or not acc.flags.c_contiguous
+                or (owned and not acc.flags.writeable)
+            ):
+                continue
+            if not self.fused:
+                self.program = list(self.program)
+                self.values = list(self.values)
+            # The result goes to a buffer of its own (later steps may read it), then one more
+            # step adds it to the sum: ``acc + result``, the operands in _sum's order.
+            for k, step in enumerate(self.program):
+                if step[2] == slot and step[3] == _OUTPUT:
+                    self.program[k] = (*step[:3], _SCRATCH, (dtype, ("fused", slot)))
+            del self.outputs[slot]
+            acc_slot = len(self.values)
+            self.values.append(None)
+            self.leaves.append((acc_slot, acc.reshape(-1)))
+            if owned:
+                self.program.append((numpy.add, (acc_slot, slot), acc_slot, _IN_PLACE, None))
+                sums[slot] = acc
+            else:
+                total = len(self.values)
+                self.values.append(None)
+                self.outputs[total] = out = numpy.empty(self.size, dtype)
+                sums[slot] = out if len(shape) == 1 else out.reshape(shape)
+                self.program.append((numpy.add, (acc_slot, slot), total, _OUTPUT, total))
+            self.fused.append(position)
+        return sums
 
     def chunk(self, lo: int, hi: int, scratch: dict[Any, numpy.ndarray]) -> None:
         """Every step for elements ``lo:hi`` (at most ``CHUNK`` of them)."""
         values = self.values.copy()
         for slot, flat in self.leaves:
             values[slot] = flat[lo:hi]
+        outputs = self.outputs
+        # Few bytecodes between ufunc calls: the other thread waits for the GIL meanwhile.
         for ufunc, refs, slot, kind, where in self.program:
             if kind == _OUTPUT:
-                out = self.outputs[where][lo:hi]
+                out = outputs[where][lo:hi]
             elif kind == _SCRATCH:
                 buffer = scratch.get(where)
                 if buffer is None:
@@ -224,7 +293,12 @@ class Plan:
                 out = buffer[: hi - lo]
             else:
                 out = values[slot]
-            ufunc(*[values[r] for r in refs], out=out)
+            if len(refs) == 2:  # no comprehension: it is a function call of its own
+                ufunc(values[refs[0]], values[refs[1]], out=out)
+            elif len(refs) == 1:
+                ufunc(values[refs[0]], out=out)
+            else:
+                ufunc(*[values[r] for r in refs], out=out)
             values[slot] = out
 
     def execute(self) -> Any:
@@ -240,7 +314,8 @@ _UNSEEN: Any = object()
 
 def _kind(value: Any) -> Any:
     """What a traced function may depend on in an argument: an array's dtype and layout, a
-    scalar's type and exact value (-0.0 is not 0.0 here; a NaN is equal to itself)."""
+    scalar's type and exact value (-0.0 is not 0.0 here; a NaN is equal to itself), the
+    shape and dtype an input's ``Meta`` gives."""
     if isinstance(value, numpy.ndarray):
         return value.dtype, value.flags.c_contiguous
     if isinstance(value, float):
@@ -249,6 +324,8 @@ def _kind(value: Any) -> Any:
         return type(value), repr(value)
     if isinstance(value, numpy.generic):
         return type(value), value.tobytes()
+    if type(value) is Meta:  # a new one for each node: by what it tells, not by identity
+        return Meta, value.shape, value.dtype
     return type(value), value
 
 
@@ -262,9 +339,14 @@ def _key(fn: Any, args: Any, kwargs: dict[str, Any], shape: tuple[int, ...]) -> 
 
 
 def trace(
-    fn: Callable[..., Any], args: Any, kwargs: dict[str, Any], shape: tuple[int, ...]
+    fn: Callable[..., Any],
+    args: Any,
+    kwargs: dict[str, Any],
+    shape: tuple[int, ...],
+    into: Sequence[tuple[Any, bool] | None] | None = None,
 ) -> Plan | None:
-    """``fn``'s plan over ``args`` (the arrays among them all of ``shape``), or None."""
+    """``fn``'s plan over ``args`` (the arrays among them all of ``shape``), or None;
+    ``into``: running sums to add results to (``Plan``)."""
     key = _key(fn, args, kwargs, shape)
     recipe = _RECIPES.get(key, _UNSEEN) if key is not None else _UNSEEN
     if recipe is _UNSEEN:
@@ -273,7 +355,7 @@ def trace(
             if len(_RECIPES) >= _MAX_RECIPES:
                 _RECIPES.clear()
             _RECIPES[key] = recipe
-    return None if recipe is None else Plan(recipe, args, shape)
+    return None if recipe is None else Plan(recipe, args, shape, into)
 
 
 def _record(
