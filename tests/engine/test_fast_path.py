@@ -1,7 +1,8 @@
 """``apply``'s fast path and the backward pass's shortcuts, at their boundaries, against torch.
 
-The fast path (``fast_unary``, ``fast_binary``: ``Primitive.unary``, ``Primitive.binary``) takes elementwise ops on small floating
-tensors of one layout, or on one such tensor and a Python number, and records plain nodes.
+The fast path (``Primitive.unary`` and ``Primitive.binary``, built by ``fast_unary`` and
+``fast_binary``) takes elementwise ops on small floating tensors of one layout, or on one such
+tensor and a Python number, and records plain nodes.
 Every case below runs on both libraries; each also asserts which path the engine took, so
 that a case meant for the general path cannot silently take the fast one (or the reverse).
 """
