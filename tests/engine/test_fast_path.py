@@ -269,6 +269,39 @@ def test_retained_and_diamond_graphs_through_plain_nodes() -> None:
     same(scenario)
 
 
+@pytest.mark.parametrize("uses", [2, 3, 4, 9])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_leaf_used_by_many_plain_nodes(uses: int, dtype: str) -> None:
+    # A small leaf's gradients beyond its first are summed at the end of the pass, one way
+    # for a few, another for more (autograd._add_up); 2-D, so that the parts keep their shape.
+    def chain(L: Any, x: Any, w: Any, b: Any) -> Any:
+        for _ in range(uses):
+            x = (x * w + b).sin() - b
+        return x
+
+    arrays = [_array((2, 3), dtype), _array((2, 3), dtype), _array((2, 3), dtype)]
+    _compare(chain, arrays, plain=True)
+
+
+def test_a_leaf_reached_by_plain_and_general_nodes() -> None:
+    def scenario(L: Lib, show: Any) -> None:
+        v = L.tensor([0.5, 1.0, 1.5], requires_grad=True)
+        w = L.tensor([2.0, 3.0, 4.0], requires_grad=True)
+        s = L.tensor(2.0, requires_grad=True)
+        y = v * s + v * w + (v * v).exp() + v * s.exp() + v.sin() * v  # 0-d s: general nodes
+        y.sum().backward(retain_graph=True)
+        show(v.grad, w.grad, s.grad)
+        y.sum().backward(retain_graph=True)  # accumulates into .grad
+        show(v.grad, w.grad, s.grad)
+        show(L.autograd.grad(y.sum(), [v, s], retain_graph=True))
+        show(L.autograd.grad([y.sum(), (v * v * v).sum()], [w, v], retain_graph=True))
+        v.grad = None
+        y.sum().backward(inputs=[v])
+        show(v.grad, w.grad)
+
+    same(scenario)
+
+
 def test_no_grad_in_another_thread_leaves_this_one_recording() -> None:
     x = E.tensor([1.0, 2.0], requires_grad=True)
     inside = threading.Event()
