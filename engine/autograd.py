@@ -474,8 +474,20 @@ def run_backward(
                     executed.append(node)
                 arrays = node.arrays
                 assert arrays is not None
-                if len(arrays) == 1:
+                if n == 1:  # a plain node keeps one entry an input: ``arrays`` is as long
                     results = op.vjp(g, node.out, g if node.inputs is None else arrays[0])
+                    child = edges[0]
+                    if type(child) is Node and needed is None and len(results) == 1:
+                        # A chain: the loop below in short, where its input's node is reached
+                        # for the first time and is the newest with a gradient.
+                        gi = results[0]
+                        if (
+                            gi is not None
+                            and child not in grads
+                            and (not ready or child.order < ready[0][0])
+                        ):
+                            node, g = child, gi
+                            continue
                 elif node.inputs is None:
                     results = op.vjp(g, node.out, g, g if arrays[1] is None else arrays[1])
                 else:

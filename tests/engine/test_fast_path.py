@@ -269,6 +269,19 @@ def test_retained_and_diamond_graphs_through_plain_nodes() -> None:
     same(scenario)
 
 
+def test_unary_chains_that_meet_and_part() -> None:
+    # The backward pass follows a chain of one-input nodes without its heap only while the next
+    # node is the newest with a gradient: here ``a``'s node is older than ``b``'s, pending.
+    def chain(L: Any, x: Any, w: Any) -> Any:
+        a = (x * 2.0).tanh()
+        b = (x * w).exp()
+        c = a.sin().cos()
+        d = c + b
+        return d.exp() + (a.sin() * b).cos() + w.tanh()
+
+    _compare(chain, [_array((3,), "float32"), _array((3,), "float32")], plain=True)
+
+
 @pytest.mark.parametrize("uses", [2, 3, 4, 9])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_leaf_used_by_many_plain_nodes(uses: int, dtype: str) -> None:
