@@ -62,22 +62,28 @@ class Meta:
         self.ndim = array.ndim
 
 
-class Writes:
-    """How many in-place writes tensors have had so far, all together (``Tensor.write_``)."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-# A node made after the latest in-place write has nothing to check (``Node.check_saved``).
-WRITES = Writes()
-
 # Each node takes the next number down: a node's inputs come from nodes made before it, so
 # visiting the smallest number first (a heap) runs a node only after every node that feeds
 # it a gradient. PyTorch orders its ready queue by the same sequence numbers.
 _ORDER = itertools.count(0, -1)
+_next_order = _ORDER.__next__  # a bound method: cheaper to call than ``next(_ORDER)``
+
+
+class Writes:
+    """When the latest in-place write happened (``Tensor.write_``), as a number of ``_ORDER``:
+    a node made since then has a smaller ``order``, and nothing to check (``check_saved``)."""
+
+    __slots__ = ("mark",)
+
+    def __init__(self) -> None:
+        self.mark = 1  # above every order: no write yet
+
+    def note(self) -> None:
+        """A tensor was just written in place."""
+        self.mark = _next_order()
+
+
+WRITES = Writes()
 
 
 class Node:
@@ -94,7 +100,6 @@ class Node:
         "arrays",
         "attrs",
         "edges",
-        "epoch",
         "freed",
         "inputs",
         "metas",
@@ -139,8 +144,7 @@ class Node:
         self.out: Any = None
         self.out_version: VersionCounter | None = None
         self.out_versions = 0
-        self.order = next(_ORDER)
-        self.epoch = WRITES.count
+        self.order = _next_order()
 
     @classmethod
     def record(
@@ -203,7 +207,7 @@ class Node:
             return
         if self.freed:
             raise FailedPrecondition(_FREED)
-        if self.epoch == WRITES.count:  # no tensor was written in place since this node was made
+        if self.order < WRITES.mark:  # no tensor was written in place since this node was made
             return
         if self.versions is not None and self.inputs is not None:
             for a, saved in zip(self.inputs, self.versions, strict=True):
@@ -444,7 +448,7 @@ def run_backward(
     sums: dict[int, Any] = {}  # see _sum
     # Gradients of small leaves beyond their first, from plain nodes, to sum at the end.
     leaf_parts: dict[AccumulateGrad, list[Any]] = {}
-    writes = WRITES.count  # nothing writes in place during the pass
+    mark = WRITES.mark  # nothing writes in place during the pass
     node: Node | None = None
     g: Any = None
     if ready:
@@ -469,7 +473,7 @@ def run_backward(
             elif node.plain and not create_graph and op.vjp is not None:
                 # Node.run's common case, inlined: this runs once per node.
                 if op.saves:
-                    if node.freed or node.epoch != writes:
+                    if node.freed or node.order > mark:
                         node.check_saved()
                     executed.append(node)
                 arrays = node.arrays
@@ -574,9 +578,8 @@ def free_buffers(nodes: list[Node]) -> None:
             node.free()
         return
     for node in nodes:  # Node.free without a journal, inlined: this runs once per node
-        if node.op.saves:
-            node.freed = True
-            node.inputs = node.arrays = node.metas = node.out = None
+        node.freed = True  # (only nodes that save something are executed's)
+        node.inputs = node.arrays = node.metas = node.out = None
 
 
 def is_scalar_like(shape: Sequence[int]) -> bool:

@@ -296,7 +296,7 @@ class Tensor:
             journal.record(undo)
         self.data[...] = values
         counter.value += 1
-        autograd.WRITES.count += 1  # after the version: see Node.check_saved
+        autograd.WRITES.note()  # after the version: see Node.check_saved
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's memory and version counter, outside any graph."""
