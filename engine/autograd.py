@@ -409,6 +409,8 @@ def _add_up(parts: list[Any]) -> Any:
     by 125 ops of a chain took 124 NumPy calls.
     """
     if len(parts) < 4:
+        if len(parts) == 1:
+            return parts[0]
         total = parts[0] + parts[1]
         for g in parts[2:]:
             total = total + g
@@ -446,7 +448,7 @@ def run_backward(
     retained: list[tuple[Tensor, Any]] = []
     executed: list[Node] = []
     sums: dict[int, Any] = {}  # see _sum
-    # Gradients of small leaves beyond their first, from plain nodes, to sum at the end.
+    # Gradients of small leaves from plain nodes, summed at the end with any in ``grads``.
     leaf_parts: dict[AccumulateGrad, list[Any]] = {}
     mark = WRITES.mark  # nothing writes in place during the pass
     node: Node | None = None
@@ -480,24 +482,39 @@ def run_backward(
                 assert arrays is not None
                 if n == 1:  # a plain node keeps one entry an input: ``arrays`` is as long
                     results = op.vjp(g, node.out, g if node.inputs is None else arrays[0])
-                    child = edges[0]
-                    if type(child) is Node and needed is None and len(results) == 1:
-                        # A chain: the loop below in short, where its input's node is reached
-                        # for the first time and is the newest with a gradient.
-                        gi = results[0]
-                        if (
-                            gi is not None
-                            and child not in grads
-                            and (not ready or child.order < ready[0][0])
-                        ):
-                            node, g = child, gi
-                            continue
                 elif node.inputs is None:
                     results = op.vjp(g, node.out, g, g if arrays[1] is None else arrays[1])
                 else:
                     results = op.vjp(g, node.out, arrays[0], arrays[1])
                 if len(results) != n:
                     results = node.complete(results)
+                if needed is None:
+                    # The loop below in short, for what plain nodes mostly have: a second edge
+                    # into a leaf or none (x * w, x / 2.0), and a first into a node reached for
+                    # the first time and the newest with a gradient (a chain): it runs next.
+                    if n == 2:
+                        leaf = edges[1]
+                        gi = results[1]
+                        if leaf is None or gi is None:
+                            n = 1
+                        elif type(leaf) is AccumulateGrad:
+                            parts = leaf_parts.get(leaf)
+                            if parts is None:
+                                leaf_parts[leaf] = [gi]
+                            else:
+                                parts.append(gi)
+                            n = 1  # the loop below takes the first edge only
+                    if n == 1:
+                        child = edges[0]
+                        gi = results[0]
+                        if (
+                            type(child) is Node
+                            and gi is not None
+                            and child not in grads
+                            and (not ready or child.order < ready[0][0])
+                        ):
+                            node, g = child, gi
+                            continue
             else:
                 if op.saves:
                     node.check_saved()
@@ -555,7 +572,8 @@ def run_backward(
             else:
                 node = None
     for leaf, parts in leaf_parts.items():  # added to what the leaf got otherwise
-        grads[leaf] = _add_up([grads[leaf], *parts])
+        first = grads.get(leaf)
+        grads[leaf] = _add_up(parts if first is None else [first, *parts])
     # What is left: the gradients reaching leaves (and nodes no target needs).
     for reached, g in grads.items():
         if type(reached) is AccumulateGrad and (target_set is None or reached in target_set):
