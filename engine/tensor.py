@@ -35,7 +35,8 @@ class VersionCounter:
     """Counts in-place writes; shared by a tensor, its views and its detached aliases.
 
     A tensor creates its counter on first need (``Tensor.counter``): most tensors are never
-    written in place nor aliased, and their version is 0.
+    written in place nor aliased, and their version is 0. So does a node of the fast path for
+    the output it saves (``Node.out_version``), through the output's ``counter``.
     """
 
     __slots__ = ("value",)
@@ -141,7 +142,16 @@ class Tensor:
         """This tensor's version counter, created on first need (to share it or bump it)."""
         counter = self._version
         if counter is None:
-            counter = self._version = VersionCounter()
+            node = self.grad_fn
+            if node is not None and node.out is self.data:
+                # The node saved this output, and shares the counter: the fast path records
+                # it without one (version 0 when saved), which its first need creates here.
+                counter = node.out_version
+                if counter is None:
+                    counter = node.out_version = VersionCounter()
+            else:
+                counter = VersionCounter()
+            self._version = counter
         return counter
 
     def numel(self) -> int:

@@ -32,7 +32,7 @@ from engine import dtypes, grad_mode, parallel
 from engine.autograd import Node
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.tensor import Layout, Tensor, VersionCounter
+from engine.tensor import Layout, Tensor
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -259,9 +259,7 @@ def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
         else:  # the rule gets the gradient in place of the input (see Node)
             node = Node(op, name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
         if saves_output:
-            node.out = out
-            node.out_version = counter = VersionCounter()
-            return Tensor(out, True, node, counter, layout)
+            node.out = out  # its version counter comes with the output's (Tensor.counter)
         return Tensor(out, True, node, None, layout)
 
     unary.__name__ = unary.__qualname__ = op.name
@@ -344,9 +342,7 @@ def fast_binary(
             else:
                 node = Node(op, name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
         if saves_output:
-            node.out = out
-            node.out_version = counter = VersionCounter()
-            return Tensor(out, True, node, counter, layout)
+            node.out = out  # its version counter comes with the output's (Tensor.counter)
         return Tensor(out, True, node, None, layout)
 
     binary.__name__ = binary.__qualname__ = op.name

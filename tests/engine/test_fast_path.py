@@ -221,6 +221,39 @@ def test_in_place_write_after_save_is_caught_on_plain_nodes() -> None:
     same(scenario)
 
 
+def test_saved_outputs_of_plain_nodes_share_their_counter_once_needed() -> None:
+    # A plain node saving its output (exp, tanh) gets the output's version counter only when
+    # the output first needs one (Tensor.counter): writes through views and detached aliases,
+    # and versions, must still be seen.
+    def scenario(L: Lib, show: Any) -> None:
+        x = L.tensor([0.5, 1.0, 1.5], requires_grad=True)
+        e = x.exp()
+        show(e._version if L.is_torch else e.version)
+        with L.no_grad():
+            e[1:].mul_(2)  # through a view
+        show(e._version if L.is_torch else e.version)
+        L.attempt(lambda: e.sum().backward(retain_graph=True))
+        t = (x * 2.0).tanh()
+        d = t.detach()
+        d.add_(1)  # through a detached alias
+        show(t._version if L.is_torch else t.version, d._version if L.is_torch else d.version)
+        L.attempt(lambda: t.sum().backward())
+        s = (x * 3.0).tanh()
+        v = s[:2]  # a view made before any write
+        s2 = s * s  # saves s
+        show(v._version if L.is_torch else v.version)
+        (g,) = L.autograd.grad(s2.sum(), x, create_graph=True)
+        show(g)
+        (g * g).sum().backward()
+        show(x.grad)
+        with L.no_grad():
+            v.add_(1)
+        L.attempt(lambda: s2.sum().backward())
+        L.attempt(lambda: s.sum().backward())
+
+    same(scenario)
+
+
 def test_second_backward_through_a_plain_chain() -> None:
     def scenario(L: Lib, show: Any) -> None:
         x = L.tensor([0.5, 1.0], requires_grad=True)
