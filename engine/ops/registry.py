@@ -272,7 +272,7 @@ def fast_binary(
     """``apply(op, (a, b), {})`` as a function of ``a`` and ``b``, for an op with ``op.fast``.
 
     ``operand``, for operators: what turns a right operand other than a Tensor or a Python
-    number into one (NumPy scalars) or raises, before anything else.
+    number into one (NumPy scalars) or raises, before the op sees it.
     """
     ufunc = op.ufunc
     name = op.fixed_name
@@ -283,12 +283,12 @@ def fast_binary(
     mode = grad_mode.GRAD_MODE
 
     def binary(a: Any, b: Any) -> Tensor:
-        if operand is not None and type(b) not in _OPERANDS:
-            b = operand(b)
         layout = a._layout if type(a) is Tensor else False
         if layout is None:
             layout = a.layout()
         if not layout:
+            if operand is not None and type(b) not in _OPERANDS:
+                b = operand(b)
             return _apply(op, (a, b), NO_ATTRS)
         x = a.data
         if type(b) is Tensor:
@@ -302,6 +302,8 @@ def fast_binary(
         elif type(b) in _SCALARS:
             y = b
             needs_grad = a.requires_grad
+        elif operand is not None:
+            return op.binary(a, operand(b))  # whose fallback for what is left is _apply
         else:
             return _apply(op, (a, b), NO_ATTRS)
         if ufunc is not None and type(x) is numpy.ndarray:

@@ -20,6 +20,7 @@ import torch
 import engine as E
 from engine import grad_mode, parallel
 from engine.autograd import Node
+from engine.errors import InvalidArgument
 from tests.engine.side_by_side import Lib, same
 
 RNG = numpy.random.default_rng(7)
@@ -182,6 +183,21 @@ def test_numpy_scalar_operands_and_non_contiguous_views() -> None:
     _compare(lambda L, x, y: x * numpy.float32(1.5) + x * numpy.float64(0.5), [a, b], plain=True)
     _compare(lambda L, x, y: (x.t() * y).sin(), [a, b], plain=True)  # a transposed view
     _compare(lambda L, x, y: (x[1:] * x[:-1]).exp(), [a, b], plain=True)
+
+
+@pytest.mark.parametrize("array", [[1.5, 2.5], [1, 2], 1.5], ids=["fast", "int", "0-d"])
+def test_operators_convert_numpy_scalars_and_refuse_other_operands(array: Any) -> None:
+    # Operators convert a right operand that is neither a Tensor nor a Python number on every
+    # path (fast, and the general one taken before the operand is looked at).
+    scalars = [numpy.float64(2.5), numpy.int64(2), numpy.float32(0.5)]
+    for scalar in scalars:
+        for fn in (BINARY["add"], BINARY["sub"], BINARY["mul"], BINARY["div"]):
+            t, e = fn(torch.tensor(array), scalar), fn(E.tensor(array), scalar)
+            assert str(t.dtype).removeprefix("torch.") == e.dtype
+            numpy.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
+    for fn in (BINARY["add"], BINARY["mul"]):
+        with pytest.raises(InvalidArgument, match="unsupported operand type: str"):
+            fn(E.tensor(array), "a")
 
 
 def test_large_tensors_take_the_general_path() -> None:
