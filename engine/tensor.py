@@ -27,6 +27,9 @@ _CPP_NAMES = {
 
 Layout: TypeAlias = tuple[type, numpy.dtype[Any], tuple[int, ...]] | Literal[False]
 
+_LAYOUTS: dict[Layout, Layout] = {}  # see Tensor.layout
+_MAX_LAYOUTS = 4096
+
 # dtype.name goes through Python code in NumPy; a dict lookup is far cheaper on the hot path.
 DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
 
@@ -135,6 +138,12 @@ class Tensor:
         layout: Layout = False
         if data.dtype.kind == "f" and data.ndim and data.size < parallel.MIN_SIZE:
             layout = (type(data), data.dtype, data.shape)
+            # Equal layouts as one object, so that the fast path mostly tells them by ``is``
+            # (a weight against the chain it multiplies); bounded, past which it compares.
+            if len(_LAYOUTS) < _MAX_LAYOUTS:
+                layout = _LAYOUTS.setdefault(layout, layout)
+            else:
+                layout = _LAYOUTS.get(layout, layout)
         self._layout = layout
         return layout
 

@@ -9,6 +9,7 @@ that a case meant for the general path cannot silently take the fast one (or the
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -198,6 +199,18 @@ def test_operators_convert_numpy_scalars_and_refuse_other_operands(array: Any) -
     for fn in (BINARY["add"], BINARY["mul"]):
         with pytest.raises(InvalidArgument, match="unsupported operand type: str"):
             fn(E.tensor(array), "a")
+
+
+def test_equal_layouts_take_the_fast_path_interned_or_not(monkeypatch: Any) -> None:
+    a, b = _array((2, 5), "float32"), _array((2, 5), "float32")
+    x, y = E.tensor(a), E.tensor(b)
+    assert x.layout() is y.layout()  # interned (Tensor.layout)
+    _compare(lambda L, x, y: x * y - y, [a, b], plain=True)
+    monkeypatch.setattr(sys.modules["engine.tensor"], "_MAX_LAYOUTS", 0)  # (E.tensor: a function)
+    c, d = _array((3, 7), "float64"), _array((3, 7), "float64")
+    x, y = E.tensor(c), E.tensor(d)
+    assert x.layout() == y.layout() and x.layout() is not y.layout()  # past the bound
+    _compare(lambda L, x, y: x * y - y, [c, d], plain=True)
 
 
 def test_large_tensors_take_the_general_path() -> None:
