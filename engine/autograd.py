@@ -114,41 +114,28 @@ class Node:
         "versions",
     )
 
-    def __init__(
-        self,
-        op: Primitive,
-        name: str,
-        attrs: dict[str, Any],
-        edges: tuple[Node | AccumulateGrad | None, ...],
-        arrays: tuple[Any, ...] | list[Any],
-        metas: tuple[Any, ...] | list[Any],
-        inputs: tuple[Any, ...] | None = None,
-        versions: tuple[int | None, ...] | None = None,
-        plain: bool = False,
-    ) -> None:
-        self.op = op
-        self.name = name
-        self.attrs = attrs
-        self.edges = edges
-        # What the rule gets for each input: the saved array where the node keeps inputs
-        # (``inputs`` and ``versions`` are then set), else a Meta for each tensor.
-        self.arrays: tuple[Any, ...] | list[Any] | None = arrays
-        # Shape and dtype of each tensor input, for ``_fit``: a Meta, or the saved input array
-        # itself where the node keeps it uncast (dropped with the buffers, see ``free``).
-        self.metas: tuple[Any, ...] | list[Any] | None = metas
-        self.inputs = inputs
-        self.versions = versions  # to detect in-place writes; None for an input that is no Tensor
-        self.plain = plain
-        self.freed = False
-        self.retained: list[weakref.ref[Tensor]] | None = None
-        self.out: Any = None
-        self.out_version: VersionCounter | None = None
-        self.out_versions = 0
-        self.order = _next_order()
+    op: Primitive
+    name: str
+    attrs: dict[str, Any]
+    edges: tuple[Node | AccumulateGrad | None, ...]
+    # What the rule gets for each input: the saved array where the node keeps inputs
+    # (``inputs`` and ``versions`` are then set), else a Meta for each tensor.
+    arrays: tuple[Any, ...] | list[Any] | None
+    # Shape and dtype of each tensor input, for ``_fit``: a Meta, or the saved input array
+    # itself where the node keeps it uncast (dropped with the buffers, see ``free``).
+    metas: tuple[Any, ...] | list[Any] | None
+    inputs: tuple[Any, ...] | None
+    versions: tuple[int | None, ...] | None  # to detect in-place writes; None: no Tensor
+    plain: bool
+    freed: bool
+    retained: list[weakref.ref[Tensor]] | None
+    out: Any
+    out_version: VersionCounter | None
+    out_versions: int
+    order: int
 
-    @classmethod
+    @staticmethod
     def record(
-        cls,
         op: Primitive,
         args: tuple[Any, ...],
         arrays: list[Any],
@@ -178,7 +165,7 @@ class Node:
                     if metas is arrays:
                         metas = list(arrays)
                     metas[i] = Meta(a.data)
-            node = cls(op, name, attrs, tuple(edges), arrays, metas, args, tuple(versions))
+            node = new_node(op, name, attrs, tuple(edges), arrays, metas, args, tuple(versions))
         else:
             stand_ins = list(args)  # the rule gets a Meta for each tensor input; so does _fit
             for i, a in enumerate(args):
@@ -187,7 +174,7 @@ class Node:
                 if a.requires_grad:
                     edges[i] = a.grad_fn if a.grad_fn is not None else a.edge()
                 stand_ins[i] = Meta(a.data)
-            node = cls(op, name, attrs, tuple(edges), stand_ins, stand_ins)
+            node = new_node(op, name, attrs, tuple(edges), stand_ins, stand_ins)
         if op.saves_output:
             node.out = result.data
             node.out_version = counter = result.counter()
@@ -283,6 +270,41 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
+
+
+_new = object.__new__
+
+
+def new_node(
+    op: Primitive,
+    name: str,
+    attrs: dict[str, Any],
+    edges: tuple[Node | AccumulateGrad | None, ...],
+    arrays: tuple[Any, ...] | list[Any],
+    metas: tuple[Any, ...] | list[Any],
+    inputs: tuple[Any, ...] | None = None,
+    versions: tuple[int | None, ...] | None = None,
+    plain: bool = False,
+) -> Node:
+    """A new Node: the one place that sets its fields. Node has no ``__init__``: a class call
+    runs it in a nested interpreter call, ~400 instructions more a node than this function."""
+    node: Node = _new(Node)
+    node.op = op
+    node.name = name
+    node.attrs = attrs
+    node.edges = edges
+    node.arrays = arrays
+    node.metas = metas
+    node.inputs = inputs
+    node.versions = versions
+    node.plain = plain
+    node.freed = False
+    node.retained = None
+    node.out = None
+    node.out_version = None
+    node.out_versions = 0
+    node.order = _next_order()
+    return node
 
 
 GraphNode: TypeAlias = Node | AccumulateGrad

@@ -29,7 +29,7 @@ from typing import Any
 import numpy
 
 from engine import dtypes, grad_mode, parallel
-from engine.autograd import Node
+from engine.autograd import Node, new_node
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
 from engine.tensor import Layout, Tensor
@@ -255,9 +255,9 @@ def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
         if saves_inputs:
             versions = _V0 if a._version is None else (a._version.value,)
             arrays = (x,)
-            node = Node(op, name, NO_ATTRS, edges, arrays, arrays, (a,), versions, True)
+            node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a,), versions, True)
         else:  # the rule gets the gradient in place of the input (see Node)
-            node = Node(op, name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
+            node = new_node(op, name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
         if saves_output:
             node.out = out  # its version counter comes with the output's (Tensor.counter)
         return Tensor(out, True, node, None, layout)
@@ -327,10 +327,10 @@ def fast_binary(
             if saves_inputs:
                 versions = _V0N if a._version is None else (a._version.value, None)
                 arrays = (x, y)
-                node = Node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
+                node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
             else:  # the rule gets the gradient in place of the tensor (see Node)
                 kept = (None, y)
-                node = Node(op, name, NO_ATTRS, edges, kept, kept, None, None, True)
+                node = new_node(op, name, NO_ATTRS, edges, kept, kept, None, None, True)
         else:
             edge_b = None
             if b.requires_grad:
@@ -340,9 +340,9 @@ def fast_binary(
                 unwritten = a._version is None and b._version is None
                 versions = _V00 if unwritten else (a.version, b.version)
                 arrays = (x, y)
-                node = Node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
+                node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
             else:
-                node = Node(op, name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
+                node = new_node(op, name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
         if saves_output:
             node.out = out  # its version counter comes with the output's (Tensor.counter)
         return Tensor(out, True, node, None, layout)
