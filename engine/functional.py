@@ -23,10 +23,9 @@ from engine.ops.registry import (
     NO_ATTRS,
     Primitive,
     apply,
-    apply_binary,
     apply_inplace,
-    apply_unary,
     composite,
+    fast_binary,
 )
 from engine.tensor import Tensor
 
@@ -36,9 +35,6 @@ Operand = Tensor | Number
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, bool | int | float | numpy.generic) and not isinstance(value, Tensor)
-
-
-_OPERANDS = frozenset((Tensor, float, int, bool))  # operands that _operand returns as they are
 
 
 def _operand(value: Any) -> Operand:
@@ -53,13 +49,15 @@ def _operand(value: Any) -> Operand:
 
 # ----- arithmetic with Python scalars on either side -----
 # With a Tensor on the left (``x * w``, ``x / 2``: once per op of every user's graph) the call
-# goes straight to ``apply``: Primitive.__call__ would only search the arguments for a Tensor.
+# goes straight to the op's fast path, which the Tensor operators are themselves (below).
+_ADD, _SUB = fast_binary(ew.add, _operand), fast_binary(ew.sub, _operand)
+_MUL, _DIV = fast_binary(ew.mul, _operand), fast_binary(ew.div, _operand)
 
 
 @composite("add")
 def add(a: Operand, b: Operand) -> Tensor:
     if isinstance(a, Tensor):
-        return apply_binary(ew.add, a, b if type(b) in _OPERANDS else _operand(b))
+        return _ADD(a, b)
     a, b = _operand(a), _operand(b)
     return ew.add(b, a)  # type: ignore[no-any-return]
 
@@ -67,7 +65,7 @@ def add(a: Operand, b: Operand) -> Tensor:
 @composite("sub")
 def sub(a: Operand, b: Operand) -> Tensor:
     if isinstance(a, Tensor):
-        return apply_binary(ew.sub, a, b if type(b) in _OPERANDS else _operand(b))
+        return _SUB(a, b)
     a, b = _operand(a), _operand(b)
     return ew.rsub(b, a)  # type: ignore[no-any-return]
 
@@ -75,7 +73,7 @@ def sub(a: Operand, b: Operand) -> Tensor:
 @composite("mul")
 def mul(a: Operand, b: Operand) -> Tensor:
     if isinstance(a, Tensor):
-        return apply_binary(ew.mul, a, b if type(b) in _OPERANDS else _operand(b))
+        return _MUL(a, b)
     a, b = _operand(a), _operand(b)
     return ew.mul(b, a)  # type: ignore[no-any-return]
 
@@ -83,7 +81,7 @@ def mul(a: Operand, b: Operand) -> Tensor:
 @composite("div")
 def div(a: Operand, b: Operand) -> Tensor:
     if isinstance(a, Tensor):
-        return apply_binary(ew.div, a, b if type(b) in _OPERANDS else _operand(b))
+        return _DIV(a, b)
     a, b = _operand(a), _operand(b)
     return ew.mul(ew.reciprocal(b), a)  # type: ignore[no-any-return]  # PyTorch: MulBackward0
 
@@ -389,14 +387,10 @@ grad = autograd.grad
 
 def _unary(prim: Primitive) -> Any:
     if prim.fast:
+        return prim.unary
 
-        def method(self: Tensor) -> Tensor:
-            return apply_unary(prim, self)
-
-    else:
-
-        def method(self: Tensor) -> Tensor:
-            return apply(prim, (self,), NO_ATTRS)
+    def method(self: Tensor) -> Tensor:
+        return apply(prim, (self,), NO_ATTRS)
 
     method.__name__ = prim.name
     return method
@@ -487,9 +481,9 @@ def _setitem(self: Tensor, key: Any, value: Any) -> None:
 
 
 _METHODS: dict[str, Any] = {
-    "__add__": add, "__radd__": lambda s, o: add(o, s), "__sub__": sub,
-    "__rsub__": lambda s, o: sub(o, s), "__mul__": mul, "__rmul__": lambda s, o: mul(o, s),
-    "__truediv__": div, "__rtruediv__": lambda s, o: div(o, s), "__pow__": pow,
+    "__add__": _ADD, "__radd__": lambda s, o: add(o, s), "__sub__": _SUB,
+    "__rsub__": lambda s, o: sub(o, s), "__mul__": _MUL, "__rmul__": lambda s, o: mul(o, s),
+    "__truediv__": _DIV, "__rtruediv__": lambda s, o: div(o, s), "__pow__": pow,
     "__rpow__": lambda s, o: pow(o, s), "__matmul__": matmul, "__neg__": _unary(ew.neg),
     "__floordiv__": lambda s, o: ew.floor_divide(s, _operand(o)),
     "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,

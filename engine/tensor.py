@@ -27,6 +27,9 @@ _CPP_NAMES = {
 
 Layout: TypeAlias = tuple[type, numpy.dtype[Any], tuple[int, ...]] | Literal[False]
 
+_LAYOUTS: dict[Layout, Layout] = {}  # see Tensor.layout
+_MAX_LAYOUTS = 4096
+
 # dtype.name goes through Python code in NumPy; a dict lookup is far cheaper on the hot path.
 DTYPE_NAMES = {dt: name for name, dt in DTYPES.items()}
 
@@ -35,7 +38,8 @@ class VersionCounter:
     """Counts in-place writes; shared by a tensor, its views and its detached aliases.
 
     A tensor creates its counter on first need (``Tensor.counter``): most tensors are never
-    written in place nor aliased, and their version is 0.
+    written in place nor aliased, and their version is 0. So does a node of the fast path for
+    the output it saves (``Node.out_version``), through the output's ``counter``.
     """
 
     __slots__ = ("value",)
@@ -134,6 +138,12 @@ class Tensor:
         layout: Layout = False
         if data.dtype.kind == "f" and data.ndim and data.size < parallel.MIN_SIZE:
             layout = (type(data), data.dtype, data.shape)
+            # Equal layouts as one object, so that the fast path mostly tells them by ``is``
+            # (a weight against the chain it multiplies); bounded, past which it compares.
+            if len(_LAYOUTS) < _MAX_LAYOUTS:
+                layout = _LAYOUTS.setdefault(layout, layout)
+            else:
+                layout = _LAYOUTS.get(layout, layout)
         self._layout = layout
         return layout
 
@@ -141,7 +151,16 @@ class Tensor:
         """This tensor's version counter, created on first need (to share it or bump it)."""
         counter = self._version
         if counter is None:
-            counter = self._version = VersionCounter()
+            node = self.grad_fn
+            if node is not None and node.out is self.data:
+                # The node saved this output, and shares the counter: the fast path records
+                # it without one (version 0 when saved), which its first need creates here.
+                counter = node.out_version
+                if counter is None:
+                    counter = node.out_version = VersionCounter()
+            else:
+                counter = VersionCounter()
+            self._version = counter
         return counter
 
     def numel(self) -> int:
@@ -296,7 +315,7 @@ class Tensor:
             journal.record(undo)
         self.data[...] = values
         counter.value += 1
-        autograd.WRITES.count += 1  # after the version: see Node.check_saved
+        autograd.WRITES.note()  # after the version: see Node.check_saved
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's memory and version counter, outside any graph."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy
+
 from engine import dtypes
 from engine.backend import xp_of
 from engine.errors import InvalidArgument
@@ -48,10 +50,10 @@ def _binary(a: Any, b: Any) -> None:
     broadcast_shape(a, b)
 
 
-def _number(value: Any) -> bool:
-    """Whether an operand is a Python number: it has no gradient, so rules skip computing one
-    (PyTorch's ``needs_input_grad``); on large arrays that saves whole passes over memory."""
-    return isinstance(value, int | float)
+# A Python number among an op's operands has no gradient, so rules skip computing one
+# (PyTorch's ``needs_input_grad``); on large arrays that saves whole passes over memory. Rules
+# test ``isinstance(b, _NUMBERS)`` inline: a helper call cost more than the test.
+_NUMBERS = (int, float)
 
 
 # ----- arithmetic -----
@@ -81,7 +83,7 @@ def sub(a: Any, b: Any) -> Any:
 
 @sub.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g, None if _number(b) else -g
+    return g, None if isinstance(b, _NUMBERS) else -g
 
 
 @primitive("rsub", public=False, node="RsubBackward1", elementwise=True)
@@ -106,7 +108,7 @@ def mul(a: Any, b: Any) -> Any:
 
 @mul.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g * b, None if _number(b) else g * a
+    return g * b, None if isinstance(b, _NUMBERS) else g * a
 
 
 @primitive(
@@ -125,7 +127,7 @@ def div(a: Any, b: Any) -> Any:
 
 @div.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g / b, None if _number(b) else -g * a / (b * b)
+    return g / b, None if isinstance(b, _NUMBERS) else -g * a / (b * b)
 
 
 @primitive("floor_divide", node="NotImplemented", elementwise=True)
@@ -305,7 +307,7 @@ def sin(x: Any) -> Any:
 
 @sin.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (g * cos(x),)
+    return (g * (numpy.cos(x) if type(x) is numpy.ndarray else cos(x)),)
 
 
 @primitive("cos", node="CosBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True, ufunc="cos")
@@ -315,7 +317,7 @@ def cos(x: Any) -> Any:
 
 @cos.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (-g * sin(x),)
+    return (-g * (numpy.sin(x) if type(x) is numpy.ndarray else sin(x)),)
 
 
 @primitive("tan", node="TanBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True, ufunc="tan")

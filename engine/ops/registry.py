@@ -29,10 +29,10 @@ from typing import Any
 import numpy
 
 from engine import dtypes, grad_mode, parallel
-from engine.autograd import Node
+from engine.autograd import Node, new_node
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.tensor import Layout, Tensor, VersionCounter
+from engine.tensor import Layout, Tensor
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -79,6 +79,9 @@ class Primitive:
         # Whether ``apply`` may take its fast path (see there): an elementwise op of one or
         # two operands whose dtype follows the inputs and whose node has a fixed name.
         self.fast = elementwise and dtype != KEEP and not view and bool(self.fixed_name)
+        # ``apply`` of one and of two operands where ``fast`` (see ``fast_unary``).
+        self.unary: Callable[[Any], Tensor] = fast_unary(self) if self.fast else _no_fast
+        self.binary: Callable[[Any, Any], Tensor] = fast_binary(self) if self.fast else _no_fast
 
     def defvjp(self, rule: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
         self.vjp = rule
@@ -95,6 +98,10 @@ class Primitive:
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
+
+
+def _no_fast(*args: Any) -> Tensor:
+    raise AssertionError("an op without a fast path")
 
 
 OPS: dict[str, Callable[..., Any]] = {}
@@ -187,6 +194,7 @@ def _as_array(value: Any, like: Any) -> Any:
 
 _NUMBERS = (int, float)  # bool is an int; a tuple is tested faster than a union
 _SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
+_OPERANDS = _SCALARS | {Tensor}  # right operands that ``fast_binary``'s ``operand`` keeps
 
 
 NO_ATTRS: dict[str, Any] = {}  # the attributes of most calls; never written to
@@ -199,115 +207,148 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
     """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
     if op.fast and not attrs:
         if len(args) == 1:
-            return apply_unary(op, args[0])
+            return op.unary(args[0])
         if len(args) == 2:
-            return apply_binary(op, args[0], args[1])
+            return op.binary(args[0], args[1])
     return _apply(op, args, attrs)
 
 
-# The fast paths, ``apply_unary`` and ``apply_binary``: an elementwise op on small floating
-# tensors (not 0-d) of one layout (``Tensor.layout``), or on one such tensor and a Python
-# number. No promotion, no broadcasting, no threads: this runs once per op of every graph, so
-# the common case goes first and straight. Anything else takes the general path, ``_apply``.
+# The fast paths, ``Primitive.unary`` and ``Primitive.binary``: an elementwise op on small
+# floating tensors (not 0-d) of one layout (``Tensor.layout``), or on one such tensor and a
+# Python number. No promotion, no broadcasting, no threads: this runs once per op of every
+# graph, so the common case goes first and straight. Anything else takes the general path,
+# ``_apply``. Each op gets its own function, built once: Tensor methods are that function
+# itself (one Python call an op fewer than a method calling ``apply``), and what it reads of
+# ``op`` are closure cells rather than attribute loads.
 
 
-def apply_unary(op: Primitive, a: Any) -> Tensor:
-    """``apply(op, (a,), {})`` for an op with ``op.fast``."""
-    layout = a._layout if type(a) is Tensor else False
-    if layout is None:
-        layout = a.layout()
-    if not layout:
-        return _apply(op, (a,), NO_ATTRS)
-    x = a.data
-    if op.ufunc is not None and type(x) is numpy.ndarray:
-        out = op.ufunc(x)  # of the input's dtype, for floats
-    else:
-        out = _forward(op, (x,))
-        if not _fits(out, layout):
-            return _other(op, (a,), (x,), out, a.requires_grad)
-    if not (
-        a.requires_grad
-        and op.differentiable
-        and (grad_mode.OFF.threads == 0 or grad_mode.GRAD_MODE.enabled)  # is_grad_enabled()
-    ):
-        return Tensor(out, False, None, None, layout)
-    edges = (a.grad_fn if a.grad_fn is not None else a.edge(),)
-    if op.saves_inputs:
-        versions = _V0 if a._version is None else (a._version.value,)
-        arrays = (x,)
-        node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a,), versions, True)
-    else:  # the rule gets the gradient in place of the input (see Node)
-        node = Node(op, op.fixed_name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
-    if op.saves_output:
-        node.out = out
-        node.out_version = counter = VersionCounter()
-        return Tensor(out, True, node, counter, layout)
-    return Tensor(out, True, node, None, layout)
+def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
+    """``apply(op, (a,), {})`` as a function of ``a``, for an op with ``op.fast``."""
+    ufunc = op.ufunc
+    name = op.fixed_name
+    saves_inputs = op.saves_inputs
+    saves_output = op.saves_output
+    differentiable = op.differentiable
+    off = grad_mode.OFF
+    mode = grad_mode.GRAD_MODE
 
-
-def apply_binary(op: Primitive, a: Any, b: Any) -> Tensor:
-    """``apply(op, (a, b), {})`` for an op with ``op.fast``."""
-    layout = a._layout if type(a) is Tensor else False
-    if layout is None:
-        layout = a.layout()
-    if not layout:
-        return _apply(op, (a, b), NO_ATTRS)
-    x = a.data
-    if type(b) is Tensor:
-        other = b._layout
-        if other is None:
-            other = b.layout()
-        if other is not layout and other != layout:
-            return _apply(op, (a, b), NO_ATTRS)
-        y = b.data
-        needs_grad = a.requires_grad or b.requires_grad
-    elif type(b) in _SCALARS:
-        y = b
-        needs_grad = a.requires_grad
-    else:
-        return _apply(op, (a, b), NO_ATTRS)
-    if op.ufunc is not None and type(x) is numpy.ndarray:
-        out = op.ufunc(x, y)  # of the inputs' dtype: floats, with Python numbers (NEP 50)
-    else:
-        out = _forward(op, (x, y))
-        if not _fits(out, layout):
-            return _other(op, (a, b), (x, y), out, needs_grad)
-    if not (
-        needs_grad
-        and op.differentiable
-        and (grad_mode.OFF.threads == 0 or grad_mode.GRAD_MODE.enabled)  # is_grad_enabled()
-    ):
-        return Tensor(out, False, None, None, layout)
-    edge_a = None
-    if a.requires_grad:
-        edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
-    versions: tuple[int | None, ...]
-    if y is b:  # a Python number
-        edges: tuple[Any, ...] = (edge_a, None)
-        if op.saves_inputs:
-            versions = _V0N if a._version is None else (a._version.value, None)
-            arrays = (x, y)
-            node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
-        else:  # the rule gets the gradient in place of the tensor (see Node)
-            kept = (None, y)
-            node = Node(op, op.fixed_name, NO_ATTRS, edges, kept, kept, None, None, True)
-    else:
-        edge_b = None
-        if b.requires_grad:
-            edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
-        edges = (edge_a, edge_b)
-        if op.saves_inputs:
-            unwritten = a._version is None and b._version is None
-            versions = _V00 if unwritten else (a.version, b.version)
-            arrays = (x, y)
-            node = Node(op, op.fixed_name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
+    def unary(a: Any) -> Tensor:
+        layout = a._layout if type(a) is Tensor else False
+        if layout is None:
+            layout = a.layout()
+        if not layout:
+            return _apply(op, (a,), NO_ATTRS)
+        x = a.data
+        if ufunc is not None and type(x) is numpy.ndarray:
+            out = ufunc(x)  # of the input's dtype, for floats
         else:
-            node = Node(op, op.fixed_name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
-    if op.saves_output:
-        node.out = out
-        node.out_version = counter = VersionCounter()
-        return Tensor(out, True, node, counter, layout)
-    return Tensor(out, True, node, None, layout)
+            out = _forward(op, (x,))
+            if not _fits(out, layout):
+                return _other(op, (a,), (x,), out, a.requires_grad)
+        if not (
+            a.requires_grad
+            and differentiable
+            and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
+        ):
+            return Tensor(out, False, None, None, layout)
+        edges = (a.grad_fn if a.grad_fn is not None else a.edge(),)
+        if saves_inputs:
+            versions = _V0 if a._version is None else (a._version.value,)
+            arrays = (x,)
+            node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a,), versions, True)
+        else:  # the rule gets the gradient in place of the input (see Node)
+            node = new_node(op, name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
+        if saves_output:
+            node.out = out  # its version counter comes with the output's (Tensor.counter)
+        return Tensor(out, True, node, None, layout)
+
+    unary.__name__ = unary.__qualname__ = op.name
+    return unary
+
+
+def fast_binary(
+    op: Primitive, operand: Callable[[Any], Any] | None = None
+) -> Callable[[Any, Any], Tensor]:
+    """``apply(op, (a, b), {})`` as a function of ``a`` and ``b``, for an op with ``op.fast``.
+
+    ``operand``, for operators: what turns a right operand other than a Tensor or a Python
+    number into one (NumPy scalars) or raises, before the op sees it.
+    """
+    ufunc = op.ufunc
+    name = op.fixed_name
+    saves_inputs = op.saves_inputs
+    saves_output = op.saves_output
+    differentiable = op.differentiable
+    off = grad_mode.OFF
+    mode = grad_mode.GRAD_MODE
+
+    def binary(a: Any, b: Any) -> Tensor:
+        layout = a._layout if type(a) is Tensor else False
+        if layout is None:
+            layout = a.layout()
+        if not layout:
+            if operand is not None and type(b) not in _OPERANDS:
+                b = operand(b)
+            return _apply(op, (a, b), NO_ATTRS)
+        x = a.data
+        if type(b) is Tensor:
+            other = b._layout
+            if other is None:
+                other = b.layout()
+            if other is not layout and other != layout:
+                return _apply(op, (a, b), NO_ATTRS)
+            y = b.data
+            needs_grad = a.requires_grad or b.requires_grad
+        elif type(b) in _SCALARS:
+            y = b
+            needs_grad = a.requires_grad
+        elif operand is not None:
+            return op.binary(a, operand(b))  # whose fallback for what is left is _apply
+        else:
+            return _apply(op, (a, b), NO_ATTRS)
+        if ufunc is not None and type(x) is numpy.ndarray:
+            out = ufunc(x, y)  # of the inputs' dtype: floats, with Python numbers (NEP 50)
+        else:
+            out = _forward(op, (x, y))
+            if not _fits(out, layout):
+                return _other(op, (a, b), (x, y), out, needs_grad)
+        if not (
+            needs_grad
+            and differentiable
+            and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
+        ):
+            return Tensor(out, False, None, None, layout)
+        edge_a = None
+        if a.requires_grad:
+            edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
+        versions: tuple[int | None, ...]
+        if y is b:  # a Python number
+            edges: tuple[Any, ...] = (edge_a, None)
+            if saves_inputs:
+                versions = _V0N if a._version is None else (a._version.value, None)
+                arrays = (x, y)
+                node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
+            else:  # the rule gets the gradient in place of the tensor (see Node)
+                kept = (None, y)
+                node = new_node(op, name, NO_ATTRS, edges, kept, kept, None, None, True)
+        else:
+            edge_b = None
+            if b.requires_grad:
+                edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
+            edges = (edge_a, edge_b)
+            if saves_inputs:
+                unwritten = a._version is None and b._version is None
+                versions = _V00 if unwritten else (a.version, b.version)
+                arrays = (x, y)
+                node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
+            else:
+                node = new_node(op, name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
+        if saves_output:
+            node.out = out  # its version counter comes with the output's (Tensor.counter)
+        return Tensor(out, True, node, None, layout)
+
+    binary.__name__ = binary.__qualname__ = op.name
+    return binary
 
 
 def _forward(op: Primitive, arrays: tuple[Any, ...]) -> Any:

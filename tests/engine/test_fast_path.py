@@ -1,13 +1,15 @@
 """``apply``'s fast path and the backward pass's shortcuts, at their boundaries, against torch.
 
-The fast path (``apply_unary``, ``apply_binary``) takes elementwise ops on small floating
-tensors of one layout, or on one such tensor and a Python number, and records plain nodes.
+The fast path (``Primitive.unary`` and ``Primitive.binary``, built by ``fast_unary`` and
+``fast_binary``) takes elementwise ops on small floating tensors of one layout, or on one such
+tensor and a Python number, and records plain nodes.
 Every case below runs on both libraries; each also asserts which path the engine took, so
 that a case meant for the general path cannot silently take the fast one (or the reverse).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +21,7 @@ import torch
 import engine as E
 from engine import grad_mode, parallel
 from engine.autograd import Node
+from engine.errors import InvalidArgument
 from tests.engine.side_by_side import Lib, same
 
 RNG = numpy.random.default_rng(7)
@@ -183,6 +186,33 @@ def test_numpy_scalar_operands_and_non_contiguous_views() -> None:
     _compare(lambda L, x, y: (x[1:] * x[:-1]).exp(), [a, b], plain=True)
 
 
+@pytest.mark.parametrize("array", [[1.5, 2.5], [1, 2], 1.5], ids=["fast", "int", "0-d"])
+def test_operators_convert_numpy_scalars_and_refuse_other_operands(array: Any) -> None:
+    # Operators convert a right operand that is neither a Tensor nor a Python number on every
+    # path (fast, and the general one taken before the operand is looked at).
+    scalars = [numpy.float64(2.5), numpy.int64(2), numpy.float32(0.5)]
+    for scalar in scalars:
+        for fn in (BINARY["add"], BINARY["sub"], BINARY["mul"], BINARY["div"]):
+            t, e = fn(torch.tensor(array), scalar), fn(E.tensor(array), scalar)
+            assert str(t.dtype).removeprefix("torch.") == e.dtype
+            numpy.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
+    for fn in (BINARY["add"], BINARY["mul"]):
+        with pytest.raises(InvalidArgument, match="unsupported operand type: str"):
+            fn(E.tensor(array), "a")
+
+
+def test_equal_layouts_take_the_fast_path_interned_or_not(monkeypatch: Any) -> None:
+    a, b = _array((2, 5), "float32"), _array((2, 5), "float32")
+    x, y = E.tensor(a), E.tensor(b)
+    assert x.layout() is y.layout()  # interned (Tensor.layout)
+    _compare(lambda L, x, y: x * y - y, [a, b], plain=True)
+    monkeypatch.setattr(sys.modules["engine.tensor"], "_MAX_LAYOUTS", 0)  # (E.tensor: a function)
+    c, d = _array((3, 7), "float64"), _array((3, 7), "float64")
+    x, y = E.tensor(c), E.tensor(d)
+    assert x.layout() == y.layout() and x.layout() is not y.layout()  # past the bound
+    _compare(lambda L, x, y: x * y - y, [c, d], plain=True)
+
+
 def test_large_tensors_take_the_general_path() -> None:
     n = parallel.MIN_SIZE
     _compare(lambda L, x, y: x * y, [_array((n,), "float32"), _array((n,), "float32")], False)
@@ -216,6 +246,39 @@ def test_in_place_write_after_save_is_caught_on_plain_nodes() -> None:
         w = a.tanh()  # a node made after every write runs
         L.attempt(lambda: w.sum().backward())
         show(x.grad)
+
+    same(scenario)
+
+
+def test_saved_outputs_of_plain_nodes_share_their_counter_once_needed() -> None:
+    # A plain node saving its output (exp, tanh) gets the output's version counter only when
+    # the output first needs one (Tensor.counter): writes through views and detached aliases,
+    # and versions, must still be seen.
+    def scenario(L: Lib, show: Any) -> None:
+        x = L.tensor([0.5, 1.0, 1.5], requires_grad=True)
+        e = x.exp()
+        show(e._version if L.is_torch else e.version)
+        with L.no_grad():
+            e[1:].mul_(2)  # through a view
+        show(e._version if L.is_torch else e.version)
+        L.attempt(lambda: e.sum().backward(retain_graph=True))
+        t = (x * 2.0).tanh()
+        d = t.detach()
+        d.add_(1)  # through a detached alias
+        show(t._version if L.is_torch else t.version, d._version if L.is_torch else d.version)
+        L.attempt(lambda: t.sum().backward())
+        s = (x * 3.0).tanh()
+        v = s[:2]  # a view made before any write
+        s2 = s * s  # saves s
+        show(v._version if L.is_torch else v.version)
+        (g,) = L.autograd.grad(s2.sum(), x, create_graph=True)
+        show(g)
+        (g * g).sum().backward()
+        show(x.grad)
+        with L.no_grad():
+            v.add_(1)
+        L.attempt(lambda: s2.sum().backward())
+        L.attempt(lambda: s.sum().backward())
 
     same(scenario)
 
@@ -264,6 +327,55 @@ def test_retained_and_diamond_graphs_through_plain_nodes() -> None:
         show(x.grad, a.grad)
         (g,) = L.autograd.grad((b * c).sum(), (a,))
         show(g)
+
+    same(scenario)
+
+
+def test_unary_chains_that_meet_and_part() -> None:
+    # The backward pass follows a chain of one-input nodes without its heap only while the next
+    # node is the newest with a gradient: here ``a``'s node is older than ``b``'s, pending.
+    def chain(L: Any, x: Any, w: Any) -> Any:
+        a = (x * 2.0).tanh()
+        b = (x * w).exp()
+        c = a.sin().cos()
+        d = c + b
+        return d.exp() + (a.sin() * b).cos() + w.tanh()
+
+    _compare(chain, [_array((3,), "float32"), _array((3,), "float32")], plain=True)
+
+
+@pytest.mark.parametrize("uses", [2, 3, 4, 9])
+@pytest.mark.parametrize(
+    ("dtype", "shape"),  # the last above autograd._PART_SIZE (float64: float32 drifts from torch)
+    [("float32", (2, 3)), ("float64", (2, 3)), ("float64", (2, 513))],
+)
+def test_a_leaf_used_by_many_plain_nodes(uses: int, dtype: str, shape: tuple[int, int]) -> None:
+    # A small leaf's gradients from plain nodes are summed at the end of the pass, one way
+    # for a few, another for more (autograd._add_up); 2-D, so that the parts keep their shape.
+    def chain(L: Any, x: Any, w: Any, b: Any) -> Any:
+        for _ in range(uses):
+            x = (x * w + b).sin() - b
+        return x
+
+    arrays = [_array(shape, dtype), _array(shape, dtype), _array(shape, dtype)]
+    _compare(chain, arrays, plain=True)
+
+
+def test_a_leaf_reached_by_plain_and_general_nodes() -> None:
+    def scenario(L: Lib, show: Any) -> None:
+        v = L.tensor([0.5, 1.0, 1.5], requires_grad=True)
+        w = L.tensor([2.0, 3.0, 4.0], requires_grad=True)
+        s = L.tensor(2.0, requires_grad=True)
+        y = v * s + v * w + (v * v).exp() + v * s.exp() + v.sin() * v  # 0-d s: general nodes
+        y.sum().backward(retain_graph=True)
+        show(v.grad, w.grad, s.grad)
+        y.sum().backward(retain_graph=True)  # accumulates into .grad
+        show(v.grad, w.grad, s.grad)
+        show(L.autograd.grad(y.sum(), [v, s], retain_graph=True))
+        show(L.autograd.grad([y.sum(), (v * v * v).sum()], [w, v], retain_graph=True))
+        v.grad = None
+        y.sum().backward(inputs=[v])
+        show(v.grad, w.grad)
 
     same(scenario)
 
