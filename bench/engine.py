@@ -199,7 +199,7 @@ def graph_saved_bytes(root: Any) -> int:
     An array that two nodes keep (tanh's output, which the next op saves as its input)
     counts twice: this is a count of what the nodes hold, not of distinct memory.
     """
-    from engine.autograd import Node
+    from engine.graph import Node
 
     total = 0
     stack = [root]

@@ -22,7 +22,6 @@ import numpy
 
 from engine import creation, executors, journal
 from engine.accounting import process_bytes_bound
-from engine.autograd import AccumulateGrad
 from engine.backend import on_device, parse_device, release_host_memory
 from engine.commands import Command, Ref
 from engine.errors import (
@@ -33,6 +32,7 @@ from engine.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from engine.graph import AccumulateGrad
 from engine.results import Result, TensorInfo, brief
 from engine.tensor import Tensor
 

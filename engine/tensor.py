@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import numpy
 
 from engine import autograd, grad_mode, journal, parallel
-from engine.autograd import AccumulateGrad, Node
 from engine.backend import device_of, to_numpy, xp_of
 from engine.dtypes import DTYPES, legacy_name
 from engine.errors import FailedPrecondition, InvalidArgument
+from engine.graph import WRITES, AccumulateGrad, Node
 
 if TYPE_CHECKING:
-    from engine.autograd import GraphNode
+    from engine.graph import GraphNode
 
 
 # The C++ type names PyTorch prints when an assigned .grad has the wrong dtype.
@@ -315,7 +315,7 @@ class Tensor:
             journal.record(undo)
         self.data[...] = values
         counter.value += 1
-        autograd.WRITES.note()  # after the version: see Node.check_saved
+        WRITES.note()  # after the version: see Node.check_saved
 
     def detach(self) -> Tensor:
         """A tensor sharing this one's memory and version counter, outside any graph."""
@@ -333,7 +333,6 @@ class Tensor:
         create_graph: bool = False,
         inputs: Tensor | list[Tensor] | None = None,
     ) -> None:
-        from engine import autograd
 
         autograd.backward(
             self,

@@ -21,7 +21,7 @@ import numpy
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from engine import parallel
-from engine.autograd import Meta
+from engine.graph import Meta
 
 _OUTPUT, _SCRATCH, _IN_PLACE = 0, 1, 2  # where a step writes
 _SCALARS = (int, float, complex)

@@ -29,9 +29,9 @@ from typing import Any
 import numpy
 
 from engine import dtypes, grad_mode, parallel
-from engine.autograd import Node, new_node
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
+from engine.graph import Node, new_node
 from engine.tensor import Layout, Tensor
 
 # What a node keeps for its backward rule.

@@ -7,7 +7,7 @@ from typing import Any
 import numpy
 import pytest
 
-from engine import autograd
+from engine import graph
 from engine.commands import parse_batch
 from engine.errors import EngineError
 from engine.session import Result, Session, SessionManager
@@ -94,7 +94,7 @@ def _graph(root: Any, names: dict[int, str]) -> list[Any]:
             out.append(("seen", node.name))
             continue
         seen.add(id(node))
-        if isinstance(node, autograd.AccumulateGrad):
+        if isinstance(node, graph.AccumulateGrad):
             leaf = node.variable
             out.append(("AccumulateGrad", names.get(id(leaf)), _tensor(leaf, names, deep=False)))
             continue
@@ -170,7 +170,7 @@ def reference_bytes(session: Session) -> int:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, autograd.AccumulateGrad):
+        if isinstance(node, graph.AccumulateGrad):
             tensor(node.variable)
             continue
         if node.inputs is not None and node.arrays is not None:

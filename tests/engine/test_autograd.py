@@ -16,8 +16,8 @@ import pytest
 
 import engine as E
 from engine import journal
-from engine.autograd import Node
 from engine.errors import FailedPrecondition
+from engine.graph import Node
 from tests.engine.side_by_side import Lib, same
 
 FREED = "Trying to backward through the graph a second time"

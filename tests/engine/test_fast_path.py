@@ -20,8 +20,8 @@ import torch
 
 import engine as E
 from engine import grad_mode, parallel
-from engine.autograd import Node
 from engine.errors import InvalidArgument
+from engine.graph import Node
 from tests.engine.side_by_side import Lib, same
 
 RNG = numpy.random.default_rng(7)
