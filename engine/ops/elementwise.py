@@ -70,14 +70,26 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g, g
 
 
-@primitive("sub", public=False, node="SubBackward0", elementwise=True, ufunc="subtract")
-def sub(a: Any, b: Any) -> Any:
-    _binary(a, b)
-    if _kind(a) == "b" and _kind(b) == "b":
+def refuse_bool_subtraction(a: Any, b: Any) -> None:
+    """PyTorch refuses bools on either side of a subtraction (Python's True and False too)."""
+    a_bool = isinstance(a, bool) or _kind(a) == "b"
+    b_bool = isinstance(b, bool) or _kind(b) == "b"
+    if a_bool and b_bool:
         raise InvalidArgument(
             "Subtraction, the `-` operator, with two bool tensors is not supported. Use the "
             "`^` or `logical_xor()` operator instead."
         )
+    if a_bool or b_bool:
+        raise InvalidArgument(
+            "Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+            "trying to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
+
+
+@primitive("sub", public=False, node="SubBackward0", elementwise=True, ufunc="subtract")
+def sub(a: Any, b: Any) -> Any:
+    _binary(a, b)
+    refuse_bool_subtraction(a, b)
     return a - b
 
 
@@ -90,6 +102,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
 def rsub(a: Any, b: Any) -> Any:
     """``b - a`` (PyTorch's reflected subtraction, ``1 - a``)."""
     _binary(a, b)
+    refuse_bool_subtraction(a, b)
     return b - a
 
 
@@ -264,6 +277,11 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
 
 @primitive("abs", node="AbsBackward0", saves=INPUTS, elementwise=True, ufunc="absolute")
 def abs(x: Any) -> Any:
+    if x.dtype.kind == "b":
+        raise InvalidArgument(
+            f"\"abs_cpu\" not implemented for '{dtypes.legacy_name(x.dtype)}'",
+            torch_type="NotImplementedError",
+        )
     return _xp(x).abs(x)
 
 
@@ -274,6 +292,8 @@ def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
 
 @primitive("sign", node="SignBackward0", elementwise=True, ufunc="sign")
 def sign(x: Any) -> Any:
+    if x.dtype.kind == "b":  # NumPy has no sign of bools; PyTorch's is the identity
+        return x.copy()
     return _xp(x).sign(x)
 
 

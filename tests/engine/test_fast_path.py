@@ -99,19 +99,16 @@ def test_unary_on_0d_takes_the_general_path(name: str) -> None:
 @pytest.mark.parametrize("name", ["exp", "sin", "abs", "neg", "relu"])
 @pytest.mark.parametrize("dtype", ["int64", "bool"])
 def test_unary_on_integers_and_bools(name: str, dtype: str) -> None:
-    if (name, dtype) == ("abs", "bool"):
-        pytest.skip("torch refuses abs of bools; the engine does not check")
-
     def fn(L: Any, x: Any) -> Any:
         try:
             return getattr(x, name)()
-        except Exception as e:  # both refuse some (neg of bool, relu of bool): same error type
-            return type(e).__name__ in ("RuntimeError", "InvalidArgument")
+        except Exception as e:  # both refuse some (neg, relu, abs of bool): same message
+            return str(e)
 
     a = _array((5,), dtype)
     results = [fn(lib, lib.tensor(a)) for lib in (torch, E)]
-    if isinstance(results[0], bool):
-        assert results[1] is True
+    if isinstance(results[0], str):
+        assert results[1] == results[0]
         return
     t, e = results
     assert str(t.dtype).removeprefix("torch.") == e.dtype
@@ -129,7 +126,8 @@ def test_binary_fast_path_with_two_tensors(name: str, dtype: str) -> None:
 @pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "rsub", "rdiv", "pow"])
 def test_binary_fast_path_with_python_numbers(name: str, scalar: Any) -> None:
     if scalar is True and name in ("sub", "rsub"):
-        pytest.skip("torch refuses to subtract bools; the engine does not check Python bools")
+        _same_error(lambda L, x: BINARY[name](x, True), _array((4,), "float32"))
+        return
     _compare(lambda L, x, s: BINARY[name](x, s), [_array((4,), "float32"), scalar], plain=True)
 
 
@@ -162,9 +160,11 @@ def test_binary_boundaries_take_the_general_path(
 @pytest.mark.parametrize("dtype", ["int64", "bool"])
 @pytest.mark.parametrize("name", ["add", "mul", "div", "sub"])
 def test_integer_and_bool_tensors_with_numbers(name: str, dtype: str, scalar: Any) -> None:
-    if name == "sub" and (dtype == "bool" or scalar is True):
-        pytest.skip("torch refuses to subtract bools; the engine checks bool tensors only")
     a = _array((4,), dtype)
+    if name == "sub" and (dtype == "bool" or scalar is True):
+        _same_error(lambda L, x: BINARY[name](x, scalar), a)
+        _same_error(lambda L, x: BINARY["rsub"](x, scalar), a)
+        return
     outs = []
     for lib in (torch, E):
         try:
@@ -177,6 +177,16 @@ def test_integer_and_bool_tensors_with_numbers(name: str, dtype: str, scalar: An
         return
     assert str(t.dtype).removeprefix("torch.") == e.dtype
     numpy.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
+
+
+def _same_error(fn: Callable[[Any, Any], Any], a: numpy.ndarray) -> None:
+    """torch and the engine both refuse ``fn`` on a tensor of ``a``, in the same words."""
+    messages = []
+    for lib in (torch, E):
+        with pytest.raises(Exception) as info:
+            fn(lib, lib.tensor(a))
+        messages.append(str(info.value))
+    assert messages[1] == messages[0]
 
 
 def test_numpy_scalar_operands_and_non_contiguous_views() -> None:
@@ -409,3 +419,14 @@ def test_no_grad_in_another_thread_leaves_this_one_recording() -> None:
         E.set_grad_enabled(True)
         assert (x * x).requires_grad
     assert grad_mode.OFF.threads == 0 and E.is_grad_enabled()
+
+
+def test_sign_of_bools_and_in_place_subtraction_of_bools() -> None:
+    a = numpy.array([True, False, True])
+    t, e = torch.tensor(a).sign(), E.tensor(a).sign()
+    assert str(t.dtype).removeprefix("torch.") == e.dtype
+    numpy.testing.assert_array_equal(e.numpy(), t.numpy())
+    f = numpy.array([1.0, 2.0], dtype=numpy.float32)
+    _same_error(lambda L, x: x.sub_(True), f)
+    _same_error(lambda L, x: x.sub_(L.tensor([True, False])), f)
+    _same_error(lambda L, x: True - x, f)
