@@ -222,15 +222,15 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
 # ``op`` are closure cells rather than attribute loads.
 
 
+def _closure_fields(op: Primitive) -> tuple[Callable[..., Any] | None, str, bool, bool, bool]:
+    """What a fast path reads of its op, to keep in closure cells."""
+    return op.ufunc, op.fixed_name, op.saves_inputs, op.saves_output, op.differentiable
+
+
 def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
     """``apply(op, (a,), {})`` as a function of ``a``, for an op with ``op.fast``."""
-    ufunc = op.ufunc
-    name = op.fixed_name
-    saves_inputs = op.saves_inputs
-    saves_output = op.saves_output
-    differentiable = op.differentiable
-    off = grad_mode.OFF
-    mode = grad_mode.GRAD_MODE
+    ufunc, name, saves_inputs, saves_output, differentiable = _closure_fields(op)
+    off, mode = grad_mode.OFF, grad_mode.GRAD_MODE
 
     def unary(a: Any) -> Tensor:
         layout = a._layout if type(a) is Tensor else False
@@ -274,13 +274,8 @@ def fast_binary(
     ``operand``, for operators: what turns a right operand other than a Tensor or a Python
     number into one (NumPy scalars) or raises, before the op sees it.
     """
-    ufunc = op.ufunc
-    name = op.fixed_name
-    saves_inputs = op.saves_inputs
-    saves_output = op.saves_output
-    differentiable = op.differentiable
-    off = grad_mode.OFF
-    mode = grad_mode.GRAD_MODE
+    ufunc, name, saves_inputs, saves_output, differentiable = _closure_fields(op)
+    off, mode = grad_mode.OFF, grad_mode.GRAD_MODE
 
     def binary(a: Any, b: Any) -> Tensor:
         layout = a._layout if type(a) is Tensor else False
