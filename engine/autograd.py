@@ -385,7 +385,7 @@ def _root_grads(
     for i, out in enumerate(outputs):
         given = grad_outputs[i] if grad_outputs is not None else None
         if given is None:
-            if not out.requires_grad:
+            if not out._requires_grad:
                 continue
             if not is_scalar_like(out.shape):
                 raise FailedPrecondition("grad can be implicitly created only for scalar outputs")
@@ -403,7 +403,7 @@ def _root_grads(
             g = Tensor(g) if not isinstance(given, Tensor) else given
         roots.append((out.edge(), g))
     for i, out in enumerate(outputs):
-        if not out.requires_grad:
+        if not out._requires_grad:
             raise FailedPrecondition(
                 f"element {i} of tensors does not require grad and does not have a grad_fn"
             )
@@ -432,7 +432,7 @@ def backward(
     targets = None
     if inputs is not None:
         for t in wanted:
-            if not t.requires_grad:
+            if not t._requires_grad:
                 raise FailedPrecondition("can't retain_grad on Tensor that has requires_grad=False")
         targets = [t.edge() for t in wanted]
     captured, retained, freed = run_backward(roots, targets, retain, create_graph)
@@ -490,7 +490,7 @@ def grad(
     retain = create_graph if retain_graph is None else retain_graph
     roots = _root_grads(outs, grad_outputs, create_graph)
     for t in ins:
-        if not t.requires_grad:
+        if not t._requires_grad:
             raise InvalidArgument("One of the differentiated Tensors does not require grad")
     targets = [t.edge() for t in ins]
     captured, retained, freed = run_backward(roots, targets, retain, create_graph)

@@ -196,8 +196,8 @@ def _matmul_path(a: Tensor, b: Tensor) -> str:
     transposed; "batched": both expanded to a common batch and multiplied with bmm.
     """
     if a.ndim >= 3 and b.ndim <= 2:
-        return "fold" if b.requires_grad or _foldable(a.data) else "batched"
-    if b.ndim >= 3 and a.requires_grad:
+        return "fold" if b._requires_grad or _foldable(a.data) else "batched"
+    if b.ndim >= 3 and a._requires_grad:
         return "fold_t"
     if b.ndim >= 3 and a.ndim == 1 and _foldable(b.data.swapaxes(-1, -2)):
         return "fold_t"

@@ -153,7 +153,7 @@ class Node:
                 array = arrays[i]
                 if array is a:
                     continue
-                if a.requires_grad:
+                if a._requires_grad:
                     edges[i] = a.grad_fn if a.grad_fn is not None else a.edge()
                 versions[i] = a.version
                 if array is not a.data:  # except where a cast made a new array
@@ -166,7 +166,7 @@ class Node:
             for i, a in enumerate(args):
                 if arrays[i] is a:
                     continue
-                if a.requires_grad:
+                if a._requires_grad:
                     edges[i] = a.grad_fn if a.grad_fn is not None else a.edge()
                 stand_ins[i] = Meta(a.data)
             node = new_node(op, name, attrs, tuple(edges), stand_ins, stand_ins)

@@ -57,7 +57,7 @@ def brief(name: str, t: Tensor) -> TensorInfo:
             name,
             data.shape,  # a tuple, on either backend
             DTYPE_NAMES[data.dtype],
-            t.requires_grad,
+            t._requires_grad,
             node is None,
             None if node is None else node.name,
             t.grad is not None,

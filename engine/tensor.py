@@ -65,12 +65,12 @@ class Tensor:
         "_accumulator",
         "_base",
         "_layout",
+        "_requires_grad",
         "_retains_grad",
         "_version",
         "data",
         "grad",
         "grad_fn",
-        "requires_grad",
     )
 
     def __init__(
@@ -82,7 +82,7 @@ class Tensor:
         layout: Layout | None = None,
     ) -> None:
         self.data = data  # never replaced: in-place ops write into it
-        self.requires_grad = requires_grad
+        self._requires_grad = requires_grad
         self.grad: Tensor | None = None
         self.grad_fn = grad_fn
         self._version = version  # None until needed: see VersionCounter
@@ -187,6 +187,24 @@ class Tensor:
             self._accumulator = weakref.ref(acc)
         return acc
 
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, requires_grad: bool) -> None:
+        """``t.requires_grad = flag``: PyTorch's checks, which differ from requires_grad_'s
+        on a non-leaf (any change is refused, True included)."""
+        if type(requires_grad) is not bool:
+            raise InvalidArgument("requires_grad must be a bool")
+        if self.grad_fn is not None and requires_grad:
+            raise FailedPrecondition("you can only change requires_grad flags of leaf variables.")
+        if requires_grad and self.grad_fn is None and self.data.dtype.kind != "f":
+            raise InvalidArgument(
+                "only Tensors of floating point and complex dtype can require gradients"
+            )
+        self._set_requires_grad(requires_grad, factory=False)
+
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set ``requires_grad`` on a leaf (PyTorch's checks and texts)."""
         self._set_requires_grad(requires_grad, factory=False)
@@ -207,15 +225,15 @@ class Tensor:
                     "Only Tensors of floating point and complex dtype can require gradients"
                 )
             raise InvalidArgument("only Tensors of floating point dtype can require gradients")
-        if requires_grad != self.requires_grad:
-            old = self.requires_grad
-            journal.record(lambda: setattr(self, "requires_grad", old))
-            self.requires_grad = requires_grad
+        if requires_grad != self._requires_grad:
+            old = self._requires_grad
+            journal.record(lambda: setattr(self, "_requires_grad", old))
+            self._requires_grad = requires_grad
 
     def retain_grad(self) -> None:
         """Populate ``.grad`` of this non-leaf during backward passes."""
         if self.grad_fn is None:
-            if not self.requires_grad:
+            if not self._requires_grad:
                 raise FailedPrecondition("can't retain_grad on Tensor that has requires_grad=False")
             return
         if self._retains_grad:
@@ -233,14 +251,14 @@ class Tensor:
 
     def set_graph_(self, node: Node) -> None:
         """After an in-place op: this tensor's value now comes from ``node``."""
-        old = (self.grad_fn, self.requires_grad, node.retained)
+        old = (self.grad_fn, self._requires_grad, node.retained)
 
         def undo() -> None:
-            self.grad_fn, self.requires_grad, node.retained = old
+            self.grad_fn, self._requires_grad, node.retained = old
 
         journal.record(undo)
         self.grad_fn = node
-        self.requires_grad = True
+        self._requires_grad = True
         if self._retains_grad:
             node.retained = [*(node.retained or []), weakref.ref(self)]
 
@@ -345,7 +363,7 @@ class Tensor:
     # ----- conversion -----
 
     def numpy(self) -> numpy.ndarray:
-        if self.requires_grad:
+        if self._requires_grad:
             raise FailedPrecondition(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
                 "instead."
@@ -393,7 +411,7 @@ class Tensor:
             to_numpy(self.data),
             self.dtype,
             grad_fn=self.grad_fn.name if self.grad_fn is not None else None,
-            requires_grad=self.requires_grad,
+            requires_grad=self._requires_grad,
         )
 
     __str__ = __repr__

@@ -244,9 +244,9 @@ def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
         else:
             out = _forward(op, (x,))
             if not _fits(out, layout):
-                return _other(op, (a,), (x,), out, a.requires_grad)
+                return _other(op, (a,), (x,), out, a._requires_grad)
         if not (
-            a.requires_grad
+            a._requires_grad
             and differentiable
             and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
         ):
@@ -293,10 +293,10 @@ def fast_binary(
             if other is not layout and other != layout:
                 return _apply(op, (a, b), NO_ATTRS)
             y = b.data
-            needs_grad = a.requires_grad or b.requires_grad
+            needs_grad = a._requires_grad or b._requires_grad
         elif type(b) in _SCALARS:
             y = b
-            needs_grad = a.requires_grad
+            needs_grad = a._requires_grad
         elif operand is not None:
             return op.binary(a, operand(b))  # whose fallback for what is left is _apply
         else:
@@ -314,7 +314,7 @@ def fast_binary(
         ):
             return Tensor(out, False, None, None, layout)
         edge_a = None
-        if a.requires_grad:
+        if a._requires_grad:
             edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
         versions: tuple[int | None, ...]
         if y is b:  # a Python number
@@ -328,7 +328,7 @@ def fast_binary(
                 node = new_node(op, name, NO_ATTRS, edges, kept, kept, None, None, True)
         else:
             edge_b = None
-            if b.requires_grad:
+            if b._requires_grad:
                 edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
             edges = (edge_a, edge_b)
             if saves_inputs:
@@ -366,7 +366,7 @@ def _other(
     """The fast paths' result where ``out`` does not fit the inputs: a general node."""
     record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
     result = Tensor(out, record and out.dtype.kind == "f")
-    if result.requires_grad:
+    if result._requires_grad:
         result.grad_fn = Node.record(op, args, list(arrays), NO_ATTRS, result)
     return result
 
@@ -395,7 +395,7 @@ def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tenso
                 if data.dtype != first.dtype:
                     mixed = True
             arrays.append(data)
-            if a.requires_grad:
+            if a._requires_grad:
                 needs_grad = True
         else:
             if isinstance(a, _NUMBERS):
@@ -448,7 +448,7 @@ def apply_inplace(
 ) -> Tensor:
     """Run ``op`` with ``target`` as its first input and write the result into ``target``."""
     recording = grad_mode.is_grad_enabled()
-    if recording and target.requires_grad:
+    if recording and target._requires_grad:
         base = target._base
         if base is None and target.grad_fn is None:
             # Item assignment writes through a view of its target (PyTorch's CopySlices).
@@ -457,7 +457,7 @@ def apply_inplace(
             raise FailedPrecondition(
                 "a leaf Variable that requires grad is being used in an in-place operation."
             )
-        if base is not None and base.requires_grad and base.grad_fn is None:
+        if base is not None and base._requires_grad and base.grad_fn is None:
             raise FailedPrecondition(_VIEW_OF_LEAF)
         if base is not None:
             raise InvalidArgument(
@@ -469,9 +469,9 @@ def apply_inplace(
     if (
         recording
         and op.saves & INPUTS
-        and (target.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args))
+        and (target._requires_grad or any(isinstance(a, Tensor) and a._requires_grad for a in args))
     ):
-        snapshot = Tensor(target.data.copy(), requires_grad=target.requires_grad)
+        snapshot = Tensor(target.data.copy(), requires_grad=target._requires_grad)
         snapshot.grad_fn = target.grad_fn
     result = apply(op, (snapshot, *args), attrs)
     if result.data.dtype != target.data.dtype and not numpy.can_cast(

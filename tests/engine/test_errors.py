@@ -178,6 +178,28 @@ CASES: dict[str, Case] = {
         "computed variable in a subgraph that doesn't require differentiation use "
         "var_no_grad = var.detach().",
     ),
+    "requires_grad_assigned_true_on_non_leaf": (
+        lambda L: _with(L, lambda x: x * 2),
+        lambda L, s: setattr(s["y"], "requires_grad", True),
+        "you can only change requires_grad flags of leaf variables.",
+    ),
+    "requires_grad_assigned_false_on_non_leaf": (
+        lambda L: _with(L, lambda x: x * 2),
+        lambda L, s: setattr(s["y"], "requires_grad", False),
+        "you can only change requires_grad flags of leaf variables. If you want to use a "
+        "computed variable in a subgraph that doesn't require differentiation use "
+        "var_no_grad = var.detach().",
+    ),
+    "requires_grad_assigned_on_int": (
+        lambda L: {"i": L.arange(4)},
+        lambda L, s: setattr(s["i"], "requires_grad", True),
+        "only Tensors of floating point and complex dtype can require gradients",
+    ),
+    "requires_grad_assigned_a_non_bool": (
+        lambda L: {"t": L.ones(2)},
+        lambda L, s: setattr(s["t"], "requires_grad", 1),
+        "requires_grad must be a bool",
+    ),
     "requires_grad_on_int_method": (
         lambda L: {"i": L.arange(4)},
         lambda L, s: s["i"].requires_grad_(),
