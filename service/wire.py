@@ -70,14 +70,22 @@ def _refs(items: Any) -> list[pb.TensorRef]:
     return [ref_message(r) for r in (items if isinstance(items, list | tuple) else [items])]
 
 
-def value_message(item: Any) -> pb.Value:
-    """An op input or factory argument: a tensor reference, a scalar, or a list of them."""
+def _number(item: Any) -> pb.Value | None:
+    """The Value of a Python bool, int or float (None for anything else)."""
     if isinstance(item, bool):  # before int: a bool is an int to isinstance
         return pb.Value(boolean=item)
     if isinstance(item, int):
         return pb.Value(integer=item)
     if isinstance(item, float):
         return pb.Value(number=item)
+    return None
+
+
+def value_message(item: Any) -> pb.Value:
+    """An op input or factory argument: a tensor reference, a scalar, or a list of them."""
+    number = _number(item)
+    if number is not None:
+        return number
     if isinstance(item, list | tuple):
         return pb.Value(list=pb.ValueList(items=[value_message(v) for v in item]))
     return pb.Value(tensor=ref_message(item))
@@ -88,12 +96,9 @@ def attr_value(item: Any) -> pb.Value:
     ints stay ints, a string is text, None is none."""
     if item is None:
         return pb.Value(none=struct_pb2.NULL_VALUE)
-    if isinstance(item, bool):
-        return pb.Value(boolean=item)
-    if isinstance(item, int):
-        return pb.Value(integer=item)
-    if isinstance(item, float):
-        return pb.Value(number=item)
+    number = _number(item)
+    if number is not None:
+        return number
     if isinstance(item, str):
         return pb.Value(text=item)
     if isinstance(item, list | tuple):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import numpy
@@ -20,14 +19,6 @@ from engine.ops.registry import PRIMITIVES
 
 N = parallel.MIN_SIZE + 12_345  # large enough to split, not a multiple of a chunk
 ELEMENTWISE = sorted(name for name, op in PRIMITIVES.items() if op.elementwise)
-
-
-@pytest.fixture
-def two_threads() -> Iterator[None]:
-    before = parallel.get_num_threads()
-    parallel.set_num_threads(2)
-    yield
-    parallel.set_num_threads(before)
 
 
 def _operands(name: str, dtype: str) -> list[tuple[Any, ...]]:

@@ -10,7 +10,6 @@ a gradient that a rule hands on unchanged (``add``) waits for the next job inste
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy
@@ -21,14 +20,6 @@ from engine import autograd, parallel, trace
 from engine.ops.registry import PRIMITIVES
 
 N = parallel.MIN_SIZE + 12_345
-
-
-@pytest.fixture
-def two_threads() -> Iterator[None]:
-    before = parallel.get_num_threads()
-    parallel.set_num_threads(2)
-    yield
-    parallel.set_num_threads(before)
 
 
 def _same(a: Any, b: Any) -> bool:
