@@ -77,7 +77,7 @@ def test_threads_lose_no_update_and_see_only_their_own_tensors() -> None:
                     run(mine, op(None, "add_", "mine", 1.0))
                     assert value(mine, "mine").tolist() == [float(i + k + 1)] * 4
                     if k % 10 == 0:  # sessions come and go meanwhile
-                        tmp_id, tmp_token = manager.create(ttl=0.01)
+                        tmp_id, tmp_token = manager.create(ttl=0.5)  # expires during the test
                         manager.execute(tmp_id, tmp_token, parse_batch([create("x", [1.0, 2.0])]))
                 numpy.testing.assert_array_equal(value(mine, "r"), expected_r)
                 manager.close(own_id, own_token)
