@@ -43,28 +43,27 @@ def run_chain(
     s: Session,
     first: Op,
     commands: Sequence[Command],
-    i: int,
+    start: int,
     append: Callable[[Result], None],
 ) -> int:
-    """Run the chain that continues ``first`` (just run) from ``commands[i]``; returns the
-    index of the first command it did not run."""
+    """Run the chain that continues ``first`` (just run) from ``commands[start]``; returns
+    the index of the first command it did not run."""
     name = first.name
     if name is None:  # a server-chosen name, or several (``names``)
-        return i
+        return start
     tensors = s.tensors
     y = tensors[name]  # bound by ``first``
     layout = y._layout
     if layout is None:
         layout = y.layout()
     if not layout:
-        return i
+        return start
     n = len(commands)
     shared: dict[str | None, Result] = {}
     nbytes = y.data.nbytes  # of every tensor of the chain: they have its layout
     unchecked = s._unchecked_bytes
     limit = s.limits.max_bytes_per_session >> 3
-    pending = False  # a chain's tensor not bound to the name yet
-    while i < n:
+    for i in range(start, n):
         c = commands[i]
         if type(c) is not Op:
             break
@@ -102,11 +101,9 @@ def run_chain(
             append(op_result(s, c, out))
             return i + 1
         y = out
-        pending = True
         unchecked += nbytes
         if unchecked > limit:  # Session.new's check, at the same command
             tensors[name] = y
-            pending = False
             s._check_bytes()  # which starts the count again
             unchecked = 0
         key = None if node is None else node.name
@@ -114,8 +111,8 @@ def run_chain(
         if r is None:
             r = shared[key] = _new(Result, ("op", (brief(name, out),)))
         append(r)
-        i += 1
-    if pending:
-        tensors[name] = y
+    else:
+        i = n
+    tensors[name] = y
     s._unchecked_bytes = unchecked
     return i
