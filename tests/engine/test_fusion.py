@@ -288,6 +288,24 @@ def test_the_byte_limit_fails_a_batch_at_the_same_command(
     assert twins.chained == min(length + handed_over, index - 2)
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [Limits(max_tensors_per_session=2), Limits(max_elements_per_tensor=4)],
+)
+def test_count_limits_fail_a_batch_with_chains_alike(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch, limits: Limits
+) -> None:
+    # A chain's tensors have its layout and rebind its name: neither count can change.
+    twins = Twins(manager, monkeypatch, limits=limits)
+    assert twins.run(create("x", X, requires_grad=True), *_chain("y", 8, "x"))[0] == "ok"
+    failing = (
+        op("z", "mul", "y", 2.0) if limits.max_tensors_per_session == 2 else create("w", [1.0] * 5)
+    )
+    status, (kind, _, index) = twins.run(*_chain("y", 8), failing, *_chain("y", 3))
+    assert (status, kind, index) == ("error", "ResourceExhausted", 9)
+    assert twins.chained == 16
+
+
 OPS_ = ["mul", "add", "sub", "div", "sin", "tanh", "exp", "neg", "relu", "sigmoid", "pow", "gt"]
 NAMES = ["x", "y", "z"]
 
