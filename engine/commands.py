@@ -367,10 +367,24 @@ def _parse_op(body: dict[str, Any]) -> Op:
         raise InvalidArgument("'op' must be the name of an op")
     inputs = body.get("inputs", _ABSENT)
     if type(inputs) is list:
-        inputs = [
-            v if type(v) in _SCALARS else (type(v) is str and _REFS.get(v)) or parse_input(v)
-            for v in inputs
-        ]
+        # Most ops take one or two inputs: taken without a comprehension's frame.
+        n = len(inputs)
+        if n == 2:
+            a, b = inputs
+            inputs = [
+                a if type(a) in _SCALARS else (type(a) is str and _REFS.get(a)) or parse_input(a),
+                b if type(b) in _SCALARS else (type(b) is str and _REFS.get(b)) or parse_input(b),
+            ]
+        elif n == 1:
+            a = inputs[0]
+            inputs = [
+                a if type(a) in _SCALARS else (type(a) is str and _REFS.get(a)) or parse_input(a)
+            ]
+        else:
+            inputs = [
+                v if type(v) in _SCALARS else (type(v) is str and _REFS.get(v)) or parse_input(v)
+                for v in inputs
+            ]
     elif inputs is _ABSENT:
         inputs = []
     else:

@@ -50,7 +50,7 @@ _new = tuple.__new__
 def run_op(s: Session, c: Op) -> Result:
     """Apply an op. The common case (refs and scalars in, one new tensor out) takes one
     pass over the inputs; lists, in-place ops and several results go the general way."""
-    op, inputs, attrs, name, names, no_grad = c
+    op, inputs, attrs, _, _, no_grad = c
     fn = OPS.get(op)
     if fn is None:
         raise InvalidArgument(f"unknown op '{op}'")
@@ -74,10 +74,20 @@ def run_op(s: Session, c: Op) -> Result:
         try:
             out = fn(*args)
         except BAD_ARGUMENTS as exc:
-            raise _bad_arguments(c, exc) from exc
+            raise bad_arguments(c, exc) from exc
+    return op_result(s, c, out)
+
+
+def op_result(s: Session, c: Op, out: Any) -> Result:
+    """What an op command returns for ``out``, its op's result, bound to the command's name."""
+    op, _, _, name, names, _ = c
     if type(out) is not Tensor or names or op[-1] == "_" or out.data.dtype not in SUPPORTED_DTYPES:
         return _results(s, c, out)
     return _new(Result, ("op", (s.new(out, name),)))  # type: ignore[no-any-return]
+
+
+def bad_arguments(c: Op, exc: Exception) -> InvalidArgument:
+    return InvalidArgument(f"bad arguments for op '{c.op}': {exc}")
 
 
 def _run_op_general(s: Session, c: Op, fn: Callable[..., Any]) -> Result:
@@ -101,11 +111,7 @@ def _call(s: Session, fn: Callable[..., Any], c: Op, args: list[Any]) -> Any:
                 return fn(*args, **attrs)
         return fn(*args, **attrs) if attrs else fn(*args)
     except BAD_ARGUMENTS as exc:
-        raise _bad_arguments(c, exc) from exc
-
-
-def _bad_arguments(c: Op, exc: Exception) -> InvalidArgument:
-    return InvalidArgument(f"bad arguments for op '{c.op}': {exc}")
+        raise bad_arguments(c, exc) from exc
 
 
 def _unsupported(c: Op, t: Any) -> None:

@@ -3,7 +3,8 @@
 A batch runs under the session's lock inside ``journal.transaction()``: when a command
 fails, every mutation of the batch is undone (tensor values, grads, graphs and their saved
 buffers, names, the RNG state) and the error carries the failing command's index. The
-commands themselves run in ``engine.executors``.
+commands themselves run in ``engine.executors``; runs of elementwise ops that rebind one
+name run in ``engine.fusion``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy
 from engine import creation, executors, journal
 from engine.accounting import process_bytes_bound
 from engine.backend import on_device, parse_device, release_host_memory
-from engine.commands import Command, Ref
+from engine.commands import Command, Op, Ref
 from engine.errors import (
     EngineError,
     FailedPrecondition,
@@ -32,6 +33,7 @@ from engine.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from engine.fusion import run_chain
 from engine.graph import AccumulateGrad
 from engine.results import Result, TensorInfo, brief
 from engine.tensor import Tensor
@@ -182,13 +184,18 @@ class Session:
             run = executors.EXECUTORS.get
             try:
                 with journal.transaction(), on_device(self.device):
-                    for command in commands:
+                    i, n = 0, len(commands)
+                    while i < n:
+                        command = commands[i]
                         executor = run(type(command))
                         if executor is None:
                             raise InvalidArgument(
                                 f"not a command: {type(command).__name__} (use parse())"
                             )
                         append(executor(self, command))
+                        i += 1
+                        if type(command) is Op and i < n:
+                            i = run_chain(self, command, commands, i, append)
                     self._check_bytes()
             except BaseException as exc:
                 self._restore_names()
