@@ -31,9 +31,10 @@ static inline int64_t load(uintptr_t address) {
     return __atomic_load_n((int64_t *)address, __ATOMIC_ACQUIRE);
 }
 
-/* Poll until the word's value is (equal) or is not (!equal) ``value``, at most spin_ns. Now
- * and then the CPU is offered to another runnable thread: on a busy machine the thread this
- * one waits for may be queued behind it. */
+/* Poll until the word's value is (equal) or is not (!equal) ``value``, at most spin_ns. Every
+ * few microseconds the CPU is offered to another runnable thread: on a busy machine the thread
+ * this one waits for may be queued behind it (yielding every ~50 us instead made a loaded
+ * machine's chain a third slower than blocking waits). */
 static int poll(uintptr_t address, int64_t value, int equal, uint64_t spin_ns) {
     uint64_t start = now_ns();
     for (unsigned i = 1;; i++) {
@@ -45,7 +46,7 @@ static int poll(uintptr_t address, int64_t value, int equal, uint64_t spin_ns) {
             if (now_ns() - start > spin_ns) {
                 return 0;
             }
-            if (i % 1024 == 0) {
+            if (i % 128 == 0) {
                 sched_yield();
             }
         }

@@ -52,13 +52,15 @@ MIN_SIZE = 1 << 17  # elements; below this, waking a thread costs more than it s
 CHUNK = 1 << 17  # elements a thread takes at a time (measured best of 2**16 to 2**18)
 Chunk = Callable[[int, int, dict[Any, Any]], None]  # computes elements lo:hi with its scratch
 # With engine._spin (nanoseconds): a worker polls for the next job this long before it blocks
-# (a chain of large ops publishes one every ~20 us); once it sees one it leaves the GIL to the
+# (a chain of large ops publishes one every ~40 us); once it sees one it leaves the GIL to the
 # caller this long (the caller holds it until its first ufunc call; a worker asking for it
 # meanwhile would sleep on it: measured best of 0-24 us); the caller polls this long for the
-# workers' last chunks (a chunk takes ~100 us) before it blocks.
-SPIN_NS = 1_000_000
+# workers' last chunks (a chunk takes ~100 us) before it blocks. Short, and the poll offers
+# its CPU to other threads every few microseconds: on a loaded machine polling must not take
+# time from the thread it waits for (measured: no slower than blocking there).
+SPIN_NS = 200_000
 SETTLE_NS = 10_000
-WAIT_NS = 300_000
+WAIT_NS = 150_000
 
 _threads = os.cpu_count() or 1
 _team: _Team | None = None
