@@ -130,6 +130,8 @@ def test_a_polling_worker_leaves_when_its_team_stops(monkeypatch: pytest.MonkeyP
     parallel.set_num_threads(2)
     try:
         team = parallel._get_team()
+        if team.spin is None:
+            pytest.skip("fewer cores than threads: this team blocks")
         parallel.run_chunks(lambda lo, hi, scratch: None, 2 * parallel.CHUNK)
         deadline = time.monotonic() + 5
         while team.words[1] != team.generation and time.monotonic() < deadline:
