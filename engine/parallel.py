@@ -19,10 +19,14 @@ SIMD lane, as in one whole-array call: results are bit-identical to the serial o
 
 The team is the calling thread and one pinned worker per other core. A job is published,
 the worker woken if it sleeps, and the caller starts on the chunks at once; it waits only
-for chunks a worker has taken, never for a worker that has not woken yet. Each hand-over of
-the GIL to a sleeping thread cost ~50 us on the 2-vCPU VM (its vCPU halts when idle); a
-worker polling for jobs (``os.sched_yield``) made that no shorter and slowed the caller, so
-workers block between jobs.
+for chunks a worker has taken, never for a worker that has not woken yet. Waking a sleeping
+thread costs ~30 us of latency on the 2-vCPU VM, and ~17 us of the waker's own time; a
+Python thread sleeps whenever it waits, for a job or for the GIL (a worker polling with
+``os.sched_yield`` slept on the GIL instead). Where the optional C module ``engine._spin``
+was built, a worker polls a word of memory without the GIL for a while after each job
+(``SPIN_NS``), sees the next job of a chain at once, and takes the GIL only after the caller
+let go of it in its first ufunc call (``SETTLE_NS``); the caller polls the same way for a
+worker's last chunk (``WAIT_NS``). Each falls back to blocking when its time is up.
 """
 
 from __future__ import annotations
@@ -39,9 +43,24 @@ from typing import Any
 
 import numpy
 
+try:
+    from engine import _spin
+except ImportError:  # built without a C compiler: the team blocks between jobs
+    _spin = None  # type: ignore[assignment]
+
 MIN_SIZE = 1 << 17  # elements; below this, waking a thread costs more than it saves
 CHUNK = 1 << 17  # elements a thread takes at a time (measured best of 2**16 to 2**18)
 Chunk = Callable[[int, int, dict[Any, Any]], None]  # computes elements lo:hi with its scratch
+# With engine._spin (nanoseconds): a worker polls for the next job this long before it blocks
+# (a chain of large ops publishes one every ~40 us); once it sees one it leaves the GIL to the
+# caller this long (the caller holds it until its first ufunc call; a worker asking for it
+# meanwhile would sleep on it: measured best of 0-24 us); the caller polls this long for the
+# workers' last chunks (a chunk takes ~100 us) before it blocks. Short, and the poll offers
+# its CPU to other threads every few microseconds: on a loaded machine polling must not take
+# time from the thread it waits for (measured: no slower than blocking there).
+SPIN_NS = 200_000
+SETTLE_NS = 10_000
+WAIT_NS = 150_000
 
 _threads = os.cpu_count() or 1
 _team: _Team | None = None
@@ -128,8 +147,16 @@ class _Worker:
         team = self.team
         numpy_errors = numpy.geterr()
         seen = 0  # the last job generation taken
+        # Where this worker tells that it is done with job ``seen``: written once the GIL is
+        # released, so that a caller polling for it takes the GIL without waiting.
+        done = team.address + 8 * slot
+        spin = team.spin
         while team.alive:
             if team.generation == seen:
+                if spin is not None and spin.wait_change(
+                    team.address, seen, SPIN_NS, SETTLE_NS, done, seen
+                ):
+                    continue
                 self.asleep = True
                 if team.generation == seen and team.alive:  # else a job came meanwhile
                     self.bell.get()
@@ -165,10 +192,18 @@ class _Team:
         self.job: _Job | None = None
         self.generation = 0
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        # Polling only pays where every thread has a core of its own: on fewer cores a
+        # polling worker would hold up the thread it waits for.
+        self.spin = _spin if len(cpus) >= size else None
+        # [0]: the generation, for workers that poll; [slot]: the last job worker slot is done with.
+        self.words = numpy.zeros(size, dtype=numpy.int64)
+        self.address: int = self.words.ctypes.data
         self.workers = [_Worker(self, slot, cpus) for slot in range(1, size)]
 
     def stop(self) -> None:
         self.alive = False
+        self.generation += 1
+        self.words[0] = self.generation  # a polling worker sees it and leaves
         for w in self.workers:
             w.bell.put(None)
 
@@ -177,6 +212,7 @@ class _Team:
         job = _Job(chunk, bounds)
         self.job = job
         self.generation += 1
+        self.words[0] = self.generation
         for w in self.workers:
             if w.asleep:
                 w.asleep = False
@@ -185,13 +221,23 @@ class _Team:
             job.work()
         finally:
             self.job = None
-            _wait(job)  # every chunk is written before anyone reads the output, even on error
+            self._wait(job)  # every chunk is written before anyone reads the output, even on error
         if job.errors:
             raise job.errors[min(job.errors)]
 
+    def _wait(self, job: _Job) -> None:
+        """Return once every chunk of ``job`` is finished (the caller's own are)."""
+        if len(job.finished) < job.n and self.spin is not None:
+            # A worker is done with the job once it tells this generation: every worker does,
+            # the one that took no chunk too (it saw the job, or no job, and went on polling).
+            for slot in range(1, len(self.workers) + 1):
+                if not self.spin.wait_equal(self.address + 8 * slot, self.generation, WAIT_NS):
+                    break
+        _block(job)
 
-def _wait(job: _Job) -> None:
-    """Return once every chunk of ``job`` is finished (the caller's own are)."""
+
+def _block(job: _Job) -> None:
+    """Return once every chunk of ``job`` is finished, blocking."""
     if len(job.finished) < job.n:
         waiter = threading.Lock()
         waiter.acquire()
