@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from engine.commands import parse_batch
+from engine.commands import Command, parse_batch
 from engine.ops.registry import PRIMITIVES
 from engine.session import Result, Session, SessionManager, TensorInfo, check_batch_size
 from service import codec
@@ -49,6 +49,10 @@ class SessionInfo:
     tensors: int
     bytes_held: int
     token: str | None = None
+
+
+class Parsed(list[Command]):
+    """A batch a frontend has already parsed (``service.grpc_batch`` remembers commands)."""
 
 
 T = TypeVar("T")
@@ -130,6 +134,8 @@ class DataPlane:
         """Parse and run one batch atomically; payloads in ``create.data`` may be JSON tensors."""
         if isinstance(commands, list):
             check_batch_size(len(commands), session.limits)
+        if type(commands) is Parsed:
+            return session.execute(commands)
         return session.execute(parse_batch(commands, prepare=_decode_payload))
 
     # ----- where a batch runs -----

@@ -27,6 +27,12 @@ from service.dataplane import DataPlane
 from service.errors import GENERIC_DETAIL, status_of
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
+from service.grpc_batch import (
+    ExecuteBatch,
+    deserialize_execute_request,
+    encode_results,
+    serialize_response,
+)
 from service.grpc_upload import CreateTensorUpload, deserialize_create_tensor
 
 log = logging.getLogger(__name__)
@@ -140,14 +146,16 @@ class GradientServicer(pb_grpc.GradientServicer):
         return await self._one("release", request, context)
 
     async def Execute(
-        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ExecuteResponse:
+        self, request: pb.ExecuteRequest | ExecuteBatch, context: grpc.aio.ServicerContext
+    ) -> bytes:
         session = self.dataplane.session(request.session_id, token_of(context))
-        return await self._submit(session, request.commands)
+        return await self._submit(session, request)
 
     async def ExecuteStream(
-        self, requests: AsyncIterator[pb.ExecuteRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ExecuteResponse]:
+        self,
+        requests: AsyncIterator[pb.ExecuteRequest | ExecuteBatch],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ExecuteResponse | bytes]:
         token = token_of(context)
         session_id = ""
         async for request in requests:
@@ -159,7 +167,7 @@ class GradientServicer(pb_grpc.GradientServicer):
                         "for another session"
                     )
                 session = self.dataplane.session(session_id, token)
-                response = await self._submit(session, request.commands)
+                response: pb.ExecuteResponse | bytes = await self._submit(session, request)
             except Exception as exc:  # reported in-band; the stream goes on
                 if not isinstance(exc, EngineError):
                     log.exception("unexpected error in a batch of ExecuteStream")
@@ -176,12 +184,17 @@ class GradientServicer(pb_grpc.GradientServicer):
             commands = lambda: [messages.command(kind, request.command)]
         return await self.dataplane.submit(session, commands, _first_result)
 
-    async def _submit(self, session: Session, commands: Sequence[pb.Command]) -> pb.ExecuteResponse:
+    async def _submit(self, session: Session, request: pb.ExecuteRequest | ExecuteBatch) -> bytes:
+        if isinstance(request, ExecuteBatch):
+            if len(request) != 1:  # decoded on the engine's threads
+                return await self.dataplane.submit(session, request.commands, encode_results)
+            request = request.message()  # one op may run on the loop: see service.dataplane
+        commands = request.commands
         if len(commands) == 1 and commands[0].WhichOneof("kind") == "op":
             decoded: Any = messages.batch(commands)
         else:  # decoding copies tensor payloads: on the engine's threads
             decoded = functools.partial(messages.batch, commands)
-        return await self.dataplane.submit(session, decoded, messages.execute_response)
+        return await self.dataplane.submit(session, decoded, encode_results)
 
 
 def _first_result(results: list[Result]) -> pb.CommandResult:
@@ -389,7 +402,21 @@ def create_grpc_server(
         request_deserializer=deserialize_create_tensor,
         response_serializer=pb.CommandResult.SerializeToString,
     )
-    server.add_registered_method_handlers(SERVICE_NAME, {"CreateTensor": create_tensor})
+    # And batches, with deserializers that remember commands and results (service.grpc_batch).
+    execute = grpc.unary_unary_rpc_method_handler(
+        servicer.Execute,
+        request_deserializer=deserialize_execute_request,
+        response_serializer=serialize_response,
+    )
+    execute_stream = grpc.stream_stream_rpc_method_handler(
+        servicer.ExecuteStream,
+        request_deserializer=deserialize_execute_request,
+        response_serializer=serialize_response,
+    )
+    server.add_registered_method_handlers(
+        SERVICE_NAME,
+        {"CreateTensor": create_tensor, "Execute": execute, "ExecuteStream": execute_stream},
+    )
     health = _Health([SERVICE_NAME])
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
