@@ -136,7 +136,7 @@ class DataPlane:
             check_batch_size(len(commands), session.limits)
         if type(commands) is Parsed:
             return session.execute(commands)
-        return session.execute(parse_batch(commands, prepare=_decode_payload))
+        return session.execute(parse_batch(commands, prepare=decode_payload))
 
     # ----- where a batch runs -----
 
@@ -262,7 +262,8 @@ def _broadcast_numel(shapes: Sequence[tuple[int, ...]]) -> int:
     return math.prod(dims)
 
 
-def _decode_payload(body: Any) -> Any:
+def decode_payload(body: Any) -> Any:
+    """A command dict with its JSON tensor payload (``create.data``) decoded to an array."""
     if (
         isinstance(body, dict)
         and body.get("kind") == "create"

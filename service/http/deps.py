@@ -4,6 +4,7 @@ key, and the data plane bound to the session a route names."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
@@ -64,8 +65,11 @@ class SessionHandle:
     session_id: str
     token: str
 
-    async def execute(self, commands: list[Any], binary: bool = False) -> Response:
-        """Run a batch: its ExecuteResponse."""
+    async def execute(
+        self, commands: list[Any] | Callable[[], list[Any]], binary: bool = False
+    ) -> Response:
+        """Run a batch (command dicts, or a function giving them or parsed ones, called on
+        the engine's threads): its ExecuteResponse."""
         respond = functools.partial(_respond, binary=binary, batch=True, status=200)
         return await self.plane.submit(self._session(), commands, respond)
 
