@@ -8,6 +8,8 @@ interceptor maps every exception through the table in ``service.errors``.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -156,23 +158,35 @@ class GradientServicer(pb_grpc.GradientServicer):
         requests: AsyncIterator[pb.ExecuteRequest | ExecuteBatch],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ExecuteResponse | bytes]:
+        """Batches in order, each answered in order. The next request is read while a batch
+        runs, and when it is in by the time the batch ends, it starts before the batch's
+        response is written: writing and reading overlap the engine's work. A batch still
+        starts only once the one before it has ended (they run on one session, in order)."""
         token = token_of(context)
-        session_id = ""
-        async for request in requests:
-            try:
-                session_id = session_id or request.session_id
-                if request.session_id not in ("", session_id):
-                    raise InvalidArgument(
-                        f"this stream runs on session '{session_id}'; open another stream "
-                        "for another session"
-                    )
-                session = self.dataplane.session(session_id, token)
-                response: pb.ExecuteResponse | bytes = await self._submit(session, request)
-            except Exception as exc:  # reported in-band; the stream goes on
-                if not isinstance(exc, EngineError):
-                    log.exception("unexpected error in a batch of ExecuteStream")
-                response = pb.ExecuteResponse(error=messages.error(exc))
-            yield response
+        stream = _Stream(self, token)
+        incoming = aiter(requests)
+        read = asyncio.ensure_future(anext(incoming))
+        running: asyncio.Future[pb.ExecuteResponse | bytes] | None = None
+        try:
+            while True:
+                if running is None:
+                    try:
+                        request = await read
+                    except StopAsyncIteration:
+                        return
+                    read = asyncio.ensure_future(anext(incoming))
+                    running = asyncio.ensure_future(stream.batch(request))
+                response = await running
+                running = None
+                if read.done() and read.exception() is None:
+                    running = asyncio.ensure_future(stream.batch(read.result()))
+                    read = asyncio.ensure_future(anext(incoming))
+                yield response
+        finally:
+            for task in (read, running):
+                if task is not None and task.cancel():
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await task
 
     async def _one(
         self, kind: str, request: Any, context: grpc.aio.ServicerContext
@@ -195,6 +209,31 @@ class GradientServicer(pb_grpc.GradientServicer):
         else:  # decoding copies tensor payloads: on the engine's threads
             decoded = functools.partial(messages.batch, commands)
         return await self.dataplane.submit(session, decoded, encode_results)
+
+
+class _Stream:
+    """One ExecuteStream's session, named by its first request that names one."""
+
+    def __init__(self, servicer: GradientServicer, token: str) -> None:
+        self.servicer = servicer
+        self.token = token
+        self.session_id = ""
+
+    async def batch(self, request: pb.ExecuteRequest | ExecuteBatch) -> pb.ExecuteResponse | bytes:
+        """The request's response; a failed batch is reported in-band, and the stream goes on."""
+        try:
+            self.session_id = self.session_id or request.session_id
+            if request.session_id not in ("", self.session_id):
+                raise InvalidArgument(
+                    f"this stream runs on session '{self.session_id}'; open another stream "
+                    "for another session"
+                )
+            session = self.servicer.dataplane.session(self.session_id, self.token)
+            return await self.servicer._submit(session, request)
+        except Exception as exc:
+            if not isinstance(exc, EngineError):
+                log.exception("unexpected error in a batch of ExecuteStream")
+            return pb.ExecuteResponse(error=messages.error(exc))
 
 
 def _first_result(results: list[Result]) -> pb.CommandResult:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import numpy
 import pytest
 from google.protobuf.message import DecodeError
@@ -20,8 +21,8 @@ from service.dataplane import DataPlane, Parsed
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_batch import ExecuteBatch, deserialize_execute_request, encode_results
 from service.memo import Memo
-from service.wire import attr_value
-from tests.service.grpc_support import create, data, get, op, ref, val
+from service.wire import attr_value, tensor_array
+from tests.service.grpc_support import GrpcHarness, create, data, get, op, ref, val
 
 COMMANDS = [
     create("x", data=data([[1.0, -2.0], [3.5, 4.0]]), requires_grad=True),
@@ -237,3 +238,48 @@ def test_memo_stays_bounded_under_threads() -> None:
     for thread in threads:
         thread.join()
     assert len(memo) == 50
+
+
+# ----- ExecuteStream, read ahead -----
+
+
+def test_a_long_pipelined_stream_runs_its_batches_in_order(grpc_env: GrpcHarness) -> None:
+    session_id, metadata = grpc_env.session()
+    step = [op("add", "c", 1.0, name="c"), op("mul", "c", 1.0, name="d"), get("c", value=True)]
+
+    def requests() -> Iterator[pb.ExecuteRequest]:
+        yield pb.ExecuteRequest(session_id=session_id, commands=[create("c", "zeros", 1)])
+        for index in range(40):
+            if index == 20:  # a failed batch in the middle changes nothing
+                yield pb.ExecuteRequest(commands=[op("add", "c", 1.0, name="c"), get("nope")])
+            yield pb.ExecuteRequest(commands=step)
+
+    responses = list(grpc_env.stub.ExecuteStream(requests(), metadata=metadata))
+    assert len(responses) == 42
+    errors = [index for index, r in enumerate(responses) if r.HasField("error")]
+    assert errors == [21]
+    values = [tensor_array(r.results[2].tensors[0].value)[0] for r in responses[1:] if r.results]
+    assert values == [float(n) for n in range(1, 41)]
+
+
+def test_a_stream_cancelled_with_batches_in_flight_leaves_the_session_usable(
+    grpc_env: GrpcHarness,
+) -> None:
+    session_id, metadata = grpc_env.session()
+    setup = [create("m", "ones", 64, 64)]
+    heavy = [op("matmul", "m", "m", name="n") for _ in range(20)]
+    requests = [pb.ExecuteRequest(session_id=session_id, commands=setup)]
+    requests += [pb.ExecuteRequest(commands=heavy)] * 50
+    call = grpc_env.stub.ExecuteStream(iter(requests), metadata=metadata)
+    assert not next(call).HasField("error")
+    call.cancel()
+    with pytest.raises(grpc.RpcError):
+        list(call)
+    # The batches that had started end; nothing holds the session after.
+    again = list(
+        grpc_env.stub.ExecuteStream(
+            iter([pb.ExecuteRequest(session_id=session_id, commands=[get("m")])] * 2),
+            metadata=metadata,
+        )
+    )
+    assert [r.results[0].tensors[0].name for r in again] == ["m", "m"]
