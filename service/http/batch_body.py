@@ -24,45 +24,63 @@ from service.memo import Memo
 
 MAX_ENTRIES = 4096
 MAX_COMMAND_CHARS = 1024  # a command longer than this is not remembered
+MAX_BRACES = 3  # nor one with more closing braces (each is a place its text may end)
 
 COMMANDS: Memo[str, Command] = Memo(MAX_ENTRIES)
+_braces = 0  # the most closing braces of a text remembered: where split looks them up
 
 _HEAD = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"commands"[ \t\n\r]*:[ \t\n\r]*\[[ \t\n\r]*')
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_WHITESPACE_CHARS = " \t\n\r"
 # What json.loads reads each value with (typeshed leaves the attribute out).
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
 class Commands:
-    """A plain batch body's commands: each one's JSON text and value."""
+    """A plain batch body's commands, each remembered or unseen; ``text`` is the body's."""
 
-    texts: list[str]
-    values: list[Any]
+    items: list[Any]  # commands (named tuples), and unseen ones as plain (text, value) tuples
+    text: str
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.items)
 
     def parsed(self) -> Parsed | list[Any]:
         """The engine's commands, or the command dicts when one of them does not parse."""
         out = Parsed()
         append = out.append
-        get = COMMANDS.get
         try:
-            for text, value in zip(self.texts, self.values, strict=True):
-                command = get(text)
-                if command is None:
-                    command = parse(decode_payload(value))
-                    if value.get("kind") != "create" and len(text) <= MAX_COMMAND_CHARS:
-                        COMMANDS.put(text, command)
+            for item in self.items:
+                if type(item) is not tuple:  # a command: a named tuple
+                    append(item)
+                    continue
+                text, value = item
+                command = parse(decode_payload(value))
+                if value.get("kind") != "create" and len(text) <= MAX_COMMAND_CHARS:
+                    _remember(text, command)
                 append(command)
         except EngineError:
-            return self.values
+            return list(json.loads(self.text)["commands"])
         return out
 
 
+def _remember(text: str, command: Command) -> None:
+    global _braces
+    braces = text.count("}")
+    if braces <= MAX_BRACES:
+        _braces = max(_braces, braces)
+        COMMANDS.put(text, command)
+
+
 def split(raw: bytes) -> Commands | None:
-    """The commands of a ``{"commands": [...]}`` body (JSON whitespace anywhere), else None."""
+    """The commands of a ``{"commands": [...]}`` body (JSON whitespace anywhere), else None.
+
+    A command remembered is found by its text without being decoded: the text from where
+    the command starts to one of the next few ``}`` is looked up. Only the text of a whole
+    JSON object is ever remembered, and an object's text ends where the object does, so a
+    text found there is the command, whatever ``}`` the lookup stopped at.
+    """
     try:
         # What json.loads does with bytes that start as JSON text in UTF-8 does.
         text = raw.decode("utf-8", "surrogatepass")
@@ -71,36 +89,47 @@ def split(raw: bytes) -> Commands | None:
     head = _HEAD.match(text)
     if head is None:
         return None
-    texts: list[str] = []
-    values: list[Any] = []
+    items: list[Any] = []
+    append = items.append
+    get = COMMANDS.get
+    find = text.find
+    startswith = text.startswith
     pos = head.end()
     try:
-        if text.startswith("]", pos):
+        if startswith("]", pos):
             pos += 1
         else:
             while True:
-                value, end = _scan(text, pos)
-                texts.append(text[pos:end])
-                values.append(value)
-                if text.startswith(", ", end):  # json.dumps' separator, then the compact one
+                end = pos
+                for _ in range(_braces):
+                    end = find("}", end) + 1
+                    command = get(text[pos:end]) if end else None
+                    if command is not None:
+                        append(command)
+                        break
+                else:
+                    value, end = _scan(text, pos)
+                    append((text[pos:end], value))
+                if startswith(", ", end):  # json.dumps' separator, then the compact one
                     pos = end + 2
-                elif text.startswith(",", end):
+                elif startswith(",", end):
                     pos = end + 1
                 else:
                     pos = _skip(text, end)
-                    if text.startswith("]", pos):
+                    if startswith("]", pos):
                         pos += 1
                         break
-                    if not text.startswith(",", pos):
+                    if not startswith(",", pos):
                         return None
                     pos += 1
-                pos = _skip(text, pos)
-    except (ValueError, StopIteration):  # not JSON there: FastAPI says where
+                if text[pos] in _WHITESPACE_CHARS:
+                    pos = _skip(text, pos)
+    except (ValueError, StopIteration, IndexError):  # not JSON there: FastAPI says where
         return None
     pos = _skip(text, pos)
-    if not text.startswith("}", pos) or _skip(text, pos + 1) != len(text):
+    if not startswith("}", pos) or _skip(text, pos + 1) != len(text):
         return None
-    return Commands(texts, values)
+    return Commands(items, text)
 
 
 def _skip(text: str, pos: int) -> int:

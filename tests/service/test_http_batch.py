@@ -13,8 +13,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from engine.commands import parse_batch
+from engine.errors import EngineError
 from service.config import Settings
-from service.dataplane import DataPlane, Parsed
+from service.dataplane import DataPlane, Parsed, decode_payload
 from service.http import batch_body, create_app
 from service.http.routes.batch import BatchRoute
 from service.http.routing import operation_id
@@ -181,6 +183,11 @@ async def test_every_request_gets_the_same_answer(sessions: tuple[Session, Sessi
     assert 0 < len(batch_body.COMMANDS) < 20  # creates never
 
 
+ATTRS = {"kind": "op", "op": "sum", "inputs": ["y"], "attrs": {"dim": 0, "keepdim": True}}
+BRACES = {"kind": "op", "op": "add", "inputs": ["y", 1], "attrs": {"alpha": 2, "s": "}{"}}
+DEEP = {"kind": "op", "op": "mul", "inputs": [{"grad_of": "x"}, {"grad_of": "y"}], "attrs": {}}
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -188,15 +195,40 @@ async def test_every_request_gets_the_same_answer(sessions: tuple[Session, Sessi
         _body(OPS, separators=(",", ":")),
         _body(OPS, indent=4),
         _body([OPS[0], [1, {"a": [2, "]"]}], "\u00e9", 1e300, None, True]),
+        _body([ATTRS, BRACES, DEEP, ATTRS, BRACES, DEEP]),
+        _body([{**OPS[0], "name": "y}"}, OPS[0]]),  # a name that does not parse
         b'{"commands":[]}',
         b'\t{"commands" : [ ] }\n',
     ],
 )
 def test_plain_bodies_split_into_what_json_loads_reads(body: bytes) -> None:
-    commands = batch_body.split(body)
-    assert commands is not None
-    assert commands.values == json.loads(body)["commands"]
-    assert [json.loads(text) for text in commands.texts] == commands.values
+    batch_body.COMMANDS.clear()
+    values = json.loads(body)["commands"]
+    for _ in range(3):  # nothing remembered yet, then what parsed
+        commands = batch_body.split(body)
+        assert commands is not None and len(commands) == len(values)
+        try:
+            expected: Any = Parsed(parse_batch(values, prepare=decode_payload))
+        except EngineError:
+            expected = values  # for the data plane to parse, and report
+        parsed = commands.parsed()
+        assert type(parsed) is type(expected) and parsed == expected
+        for item, value in zip(commands.items, values, strict=True):
+            if type(item) is tuple:
+                assert json.loads(item[0]) == item[1] == value
+
+
+def test_what_is_remembered_is_found_by_its_text() -> None:
+    batch_body.COMMANDS.clear()
+    body = _body([ATTRS, BRACES, DEEP, OPS[0]])
+    first = batch_body.split(body)
+    assert first is not None and all(type(item) is tuple for item in first.items)
+    first.parsed()
+    assert len(batch_body.COMMANDS) == 3  # DEEP has four closing braces
+    again = batch_body.split(body)
+    assert again is not None
+    assert [type(item) is tuple for item in again.items] == [False, False, True, False]
+    assert again.parsed() == parse_batch([ATTRS, BRACES, DEEP, OPS[0]])
 
 
 @pytest.mark.parametrize(
@@ -226,7 +258,9 @@ def test_commands_are_remembered_but_creates_and_long_ones() -> None:
     first = commands.parsed()
     assert type(first) is Parsed and len(first) == 4
     assert len(batch_body.COMMANDS) == 1
-    again = commands.parsed()
-    assert again[1] is again[3] is first[1]
-    bad = batch_body.split(_body([OPS[0], {"kind": "op", "op": 3}]))
-    assert bad is not None and bad.parsed() is bad.values  # the data plane reports it
+    again = batch_body.split(_body([create, OPS[0], long, OPS[0]]))
+    assert again is not None
+    assert again.items[1] is again.items[3] is first[3]  # the last one parsed
+    bad_commands = [OPS[0], {"kind": "op", "op": 3}]
+    bad = batch_body.split(_body(bad_commands))
+    assert bad is not None and bad.parsed() == bad_commands  # the data plane reports it
