@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
@@ -25,7 +24,7 @@ from engine.errors import EngineError, InvalidArgument, Unauthenticated
 from engine.session import Result, Session
 from service import grpc_messages as messages
 from service.config import Settings
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, Lane
 from service.errors import GENERIC_DETAIL, status_of
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
@@ -38,6 +37,8 @@ from service.grpc_batch import (
 from service.grpc_upload import CreateTensorUpload, deserialize_create_tensor
 
 log = logging.getLogger(__name__)
+
+STREAM_AHEAD = 8  # batches of one ExecuteStream submitted and not yet answered, at most
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Gradient"].full_name
 HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -158,35 +159,36 @@ class GradientServicer(pb_grpc.GradientServicer):
         requests: AsyncIterator[pb.ExecuteRequest | ExecuteBatch],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ExecuteResponse | bytes]:
-        """Batches in order, each answered in order. The next request is read while a batch
-        runs, and when it is in by the time the batch ends, it starts before the batch's
-        response is written: writing and reading overlap the engine's work. A batch still
-        starts only once the one before it has ended (they run on one session, in order)."""
-        token = token_of(context)
-        stream = _Stream(self, token)
-        incoming = aiter(requests)
-        read = asyncio.ensure_future(anext(incoming))
-        running: asyncio.Future[pb.ExecuteResponse | bytes] | None = None
+        """Batches answered in order. Each request is submitted as soon as it is read (up to
+        ``STREAM_AHEAD`` unanswered), through one lane of the data plane, so that the batches
+        run one after another in their order while responses are written and requests read."""
+        stream = _Stream(self, token_of(context))
+        answers: asyncio.Queue[asyncio.Future[pb.ExecuteResponse | bytes] | None]
+        answers = asyncio.Queue()
+        room = asyncio.Semaphore(STREAM_AHEAD)
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await room.acquire()
+                    answers.put_nowait(asyncio.ensure_future(stream.batch(request)))
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        reader.add_done_callback(_retrieved)  # its error, if the call ends before it is read
         try:
-            while True:
-                if running is None:
-                    try:
-                        request = await read
-                    except StopAsyncIteration:
-                        return
-                    read = asyncio.ensure_future(anext(incoming))
-                    running = asyncio.ensure_future(stream.batch(request))
-                response = await running
-                running = None
-                if read.done() and read.exception() is None:
-                    running = asyncio.ensure_future(stream.batch(read.result()))
-                    read = asyncio.ensure_future(anext(incoming))
+            while (answer := await answers.get()) is not None:
+                response = await answer
+                room.release()
                 yield response
+            await reader  # a request that did not parse fails the call, after the answers before it
         finally:
-            for task in (read, running):
-                if task is not None and task.cancel():
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await task
+            reader.cancel()
+            while not answers.empty():
+                pending = answers.get_nowait()
+                if pending is not None:
+                    pending.cancel()
 
     async def _one(
         self, kind: str, request: Any, context: grpc.aio.ServicerContext
@@ -198,26 +200,33 @@ class GradientServicer(pb_grpc.GradientServicer):
             commands = lambda: [messages.command(kind, request.command)]
         return await self.dataplane.submit(session, commands, _first_result)
 
-    async def _submit(self, session: Session, request: pb.ExecuteRequest | ExecuteBatch) -> bytes:
+    async def _submit(
+        self,
+        session: Session,
+        request: pb.ExecuteRequest | ExecuteBatch,
+        lane: Lane | None = None,
+    ) -> bytes:
+        plane = self.dataplane
         if isinstance(request, ExecuteBatch):
             if len(request) != 1:  # decoded on the engine's threads
-                return await self.dataplane.submit(session, request.commands, encode_results)
+                return await plane.submit(session, request.commands, encode_results, lane)
             request = request.message()  # one op may run on the loop: see service.dataplane
         commands = request.commands
         if len(commands) == 1 and commands[0].WhichOneof("kind") == "op":
             decoded: Any = messages.batch(commands)
         else:  # decoding copies tensor payloads: on the engine's threads
             decoded = functools.partial(messages.batch, commands)
-        return await self.dataplane.submit(session, decoded, encode_results)
+        return await plane.submit(session, decoded, encode_results, lane)
 
 
 class _Stream:
-    """One ExecuteStream's session, named by its first request that names one."""
+    """One ExecuteStream's session, named by its first request that names one, and its lane."""
 
     def __init__(self, servicer: GradientServicer, token: str) -> None:
         self.servicer = servicer
         self.token = token
         self.session_id = ""
+        self.lane = servicer.dataplane.lane()
 
     async def batch(self, request: pb.ExecuteRequest | ExecuteBatch) -> pb.ExecuteResponse | bytes:
         """The request's response; a failed batch is reported in-band, and the stream goes on."""
@@ -229,11 +238,16 @@ class _Stream:
                     "for another session"
                 )
             session = self.servicer.dataplane.session(self.session_id, self.token)
-            return await self.servicer._submit(session, request)
+            return await self.servicer._submit(session, request, self.lane)
         except Exception as exc:
             if not isinstance(exc, EngineError):
                 log.exception("unexpected error in a batch of ExecuteStream")
             return pb.ExecuteResponse(error=messages.error(exc))
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _first_result(results: list[Result]) -> pb.CommandResult:

@@ -3,8 +3,11 @@ the same commands, errors and response bytes as protobuf's parse and serializati
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -17,7 +20,7 @@ from engine.errors import EngineError
 from service import grpc_batch
 from service import grpc_messages as messages
 from service.config import Settings
-from service.dataplane import DataPlane, Parsed
+from service.dataplane import DataPlane, Lane, Parsed
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_batch import ExecuteBatch, deserialize_execute_request, encode_results
 from service.memo import Memo
@@ -248,18 +251,28 @@ def test_a_long_pipelined_stream_runs_its_batches_in_order(grpc_env: GrpcHarness
     step = [op("add", "c", 1.0, name="c"), op("mul", "c", 1.0, name="d"), get("c", value=True)]
 
     def requests() -> Iterator[pb.ExecuteRequest]:
-        yield pb.ExecuteRequest(session_id=session_id, commands=[create("c", "zeros", 1)])
+        zeros = create("c", "zeros", 1, dtype=pb.DTYPE_FLOAT64)
+        yield pb.ExecuteRequest(session_id=session_id, commands=[zeros])
         for index in range(40):
             if index == 20:  # a failed batch in the middle changes nothing
                 yield pb.ExecuteRequest(commands=[op("add", "c", 1.0, name="c"), get("nope")])
             yield pb.ExecuteRequest(commands=step)
+            # A single small op, which may run on the event loop when nothing else is queued.
+            yield pb.ExecuteRequest(commands=[op("mul", "c", 2.0, name="c")])
 
     responses = list(grpc_env.stub.ExecuteStream(requests(), metadata=metadata))
-    assert len(responses) == 42
+    assert len(responses) == 82
     errors = [index for index, r in enumerate(responses) if r.HasField("error")]
-    assert errors == [21]
-    values = [tensor_array(r.results[2].tensors[0].value)[0] for r in responses[1:] if r.results]
-    assert values == [float(n) for n in range(1, 41)]
+    assert errors == [41]
+    values = [
+        tensor_array(r.results[2].tensors[0].value)[0] for r in responses if len(r.results) == 3
+    ]
+    expected, c = [], 0.0
+    for _ in range(40):
+        c += 1
+        expected.append(c)
+        c *= 2
+    assert values == expected
 
 
 def test_a_stream_cancelled_with_batches_in_flight_leaves_the_session_usable(
@@ -283,3 +296,50 @@ def test_a_stream_cancelled_with_batches_in_flight_leaves_the_session_usable(
         )
     )
     assert [r.results[0].tensors[0].name for r in again] == ["m", "m"]
+
+
+# ----- the data plane's lane -----
+
+
+def test_a_lane_runs_its_calls_in_order_one_at_a_time() -> None:
+    pool = ThreadPoolExecutor(4)
+    try:
+        lane = Lane(pool)
+        ran: list[int] = []
+        running = threading.Semaphore(1)
+
+        def call(n: int) -> int:
+            assert running.acquire(blocking=False), "two calls of one lane at once"
+            try:
+                time.sleep(0.0005 if n % 7 == 0 else 0)
+                ran.append(n)
+                return n
+            finally:
+                running.release()
+
+        futures = [lane.submit(functools.partial(call, n)) for n in range(200)]
+        assert [f.result(timeout=10) for f in futures] == list(range(200))
+        assert ran == list(range(200))
+        # Idle again, it starts a new pool job for the next call.
+        assert lane.submit(lambda: 7).result(timeout=10) == 7
+    finally:
+        pool.shutdown()
+
+
+def test_a_lane_skips_cancelled_calls_and_passes_errors_on() -> None:
+    pool = ThreadPoolExecutor(2)
+    try:
+        lane = Lane(pool)
+        gate = threading.Event()
+        first = lane.submit(gate.wait)
+        cancelled = lane.submit(lambda: pytest.fail("a cancelled call ran"))
+        failing = lane.submit(lambda: 1 / 0)
+        last = lane.submit(lambda: "last")
+        assert cancelled.cancel()
+        gate.set()
+        assert first.result(timeout=10) is True
+        with pytest.raises(ZeroDivisionError):
+            failing.result(timeout=10)
+        assert last.result(timeout=10) == "last"
+    finally:
+        pool.shutdown()
