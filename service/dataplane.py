@@ -265,7 +265,11 @@ class Lane:
     """Runs what is submitted to it one call at a time, in order, on the pool: a call
     submitted while another runs is taken by the same pool job once that one ends, with no
     hop to another thread (a stream's batches: each one hop less, and no gap between them).
+    After ``BURST`` calls the job goes to the back of the pool's queue, so that a lane that
+    never empties does not keep a thread from other sessions' work.
     """
+
+    BURST = 4
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self._pool = pool
@@ -290,11 +294,20 @@ class Lane:
         return future
 
     def _drain(self) -> None:
-        while True:
+        if self._run(self.BURST):
+            try:
+                self._pool.submit(self._drain)
+            except RuntimeError:  # the pool is shutting down: what is left runs here
+                while self._run(self.BURST):
+                    pass
+
+    def _run(self, most: int) -> bool:
+        """Run up to ``most`` calls; whether the lane is still draining after them."""
+        for _ in range(most):
             with self._lock:
                 if not self._calls:
                     self._draining = False
-                    return
+                    return False
                 future, fn = self._calls.popleft()
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled before it started
@@ -304,6 +317,7 @@ class Lane:
                 future.set_exception(exc)
             else:
                 future.set_result(result)
+        return True
 
 
 def _broadcast_numel(shapes: Sequence[tuple[int, ...]]) -> int:

@@ -343,3 +343,29 @@ def test_a_lane_skips_cancelled_calls_and_passes_errors_on() -> None:
         assert last.result(timeout=10) == "last"
     finally:
         pool.shutdown()
+
+
+def test_a_busy_lane_lets_other_work_of_the_pool_through() -> None:
+    pool = ThreadPoolExecutor(1)
+    try:
+        lane = Lane(pool)
+        ran: list[str] = []
+        started, submitted = threading.Event(), threading.Event()
+
+        def call(n: int) -> None:
+            if n == 0:  # the other work is queued while the lane's job runs
+                started.set()
+                assert submitted.wait(10)
+            ran.append(f"lane {n}")
+
+        futures = [lane.submit(functools.partial(call, n)) for n in range(20)]
+        assert started.wait(10)
+        other = pool.submit(ran.append, "other")
+        submitted.set()
+        other.result(timeout=10)
+        for future in futures:
+            future.result(timeout=10)
+        assert ran.index("other") == Lane.BURST
+        assert [r for r in ran if r != "other"] == [f"lane {n}" for n in range(20)]
+    finally:
+        pool.shutdown()
