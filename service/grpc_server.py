@@ -8,6 +8,7 @@ interceptor maps every exception through the table in ``service.errors``.
 from __future__ import annotations
 
 import abc
+import asyncio
 import functools
 import inspect
 import logging
@@ -23,13 +24,21 @@ from engine.errors import EngineError, InvalidArgument, Unauthenticated
 from engine.session import Result, Session
 from service import grpc_messages as messages
 from service.config import Settings
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, Lane
 from service.errors import GENERIC_DETAIL, status_of
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
+from service.grpc_batch import (
+    ExecuteBatch,
+    deserialize_execute_request,
+    encode_results,
+    serialize_response,
+)
 from service.grpc_upload import CreateTensorUpload, deserialize_create_tensor
 
 log = logging.getLogger(__name__)
+
+STREAM_AHEAD = 8  # batches of one ExecuteStream submitted and not yet answered, at most
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Gradient"].full_name
 HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -140,31 +149,46 @@ class GradientServicer(pb_grpc.GradientServicer):
         return await self._one("release", request, context)
 
     async def Execute(
-        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ExecuteResponse:
+        self, request: pb.ExecuteRequest | ExecuteBatch, context: grpc.aio.ServicerContext
+    ) -> bytes:
         session = self.dataplane.session(request.session_id, token_of(context))
-        return await self._submit(session, request.commands)
+        return await self._submit(session, request)
 
     async def ExecuteStream(
-        self, requests: AsyncIterator[pb.ExecuteRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ExecuteResponse]:
-        token = token_of(context)
-        session_id = ""
-        async for request in requests:
+        self,
+        requests: AsyncIterator[pb.ExecuteRequest | ExecuteBatch],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ExecuteResponse | bytes]:
+        """Batches answered in order. Each request is submitted as soon as it is read (up to
+        ``STREAM_AHEAD`` unanswered), through one lane of the data plane, so that the batches
+        run one after another in their order while responses are written and requests read."""
+        stream = _Stream(self, token_of(context))
+        answers: asyncio.Queue[asyncio.Future[pb.ExecuteResponse | bytes] | None]
+        answers = asyncio.Queue()
+        room = asyncio.Semaphore(STREAM_AHEAD)
+
+        async def read() -> None:
             try:
-                session_id = session_id or request.session_id
-                if request.session_id not in ("", session_id):
-                    raise InvalidArgument(
-                        f"this stream runs on session '{session_id}'; open another stream "
-                        "for another session"
-                    )
-                session = self.dataplane.session(session_id, token)
-                response = await self._submit(session, request.commands)
-            except Exception as exc:  # reported in-band; the stream goes on
-                if not isinstance(exc, EngineError):
-                    log.exception("unexpected error in a batch of ExecuteStream")
-                response = pb.ExecuteResponse(error=messages.error(exc))
-            yield response
+                async for request in requests:
+                    await room.acquire()
+                    answers.put_nowait(asyncio.ensure_future(stream.batch(request)))
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        reader.add_done_callback(_retrieved)  # its error, if the call ends before it is read
+        try:
+            while (answer := await answers.get()) is not None:
+                response = await answer
+                room.release()
+                yield response
+            await reader  # a request that did not parse fails the call, after the answers before it
+        finally:
+            reader.cancel()
+            while not answers.empty():
+                pending = answers.get_nowait()
+                if pending is not None:
+                    pending.cancel()
 
     async def _one(
         self, kind: str, request: Any, context: grpc.aio.ServicerContext
@@ -176,12 +200,54 @@ class GradientServicer(pb_grpc.GradientServicer):
             commands = lambda: [messages.command(kind, request.command)]
         return await self.dataplane.submit(session, commands, _first_result)
 
-    async def _submit(self, session: Session, commands: Sequence[pb.Command]) -> pb.ExecuteResponse:
+    async def _submit(
+        self,
+        session: Session,
+        request: pb.ExecuteRequest | ExecuteBatch,
+        lane: Lane | None = None,
+    ) -> bytes:
+        plane = self.dataplane
+        if isinstance(request, ExecuteBatch):
+            if len(request) != 1:  # decoded on the engine's threads
+                return await plane.submit(session, request.commands, encode_results, lane)
+            request = request.message()  # one op may run on the loop: see service.dataplane
+        commands = request.commands
         if len(commands) == 1 and commands[0].WhichOneof("kind") == "op":
             decoded: Any = messages.batch(commands)
         else:  # decoding copies tensor payloads: on the engine's threads
             decoded = functools.partial(messages.batch, commands)
-        return await self.dataplane.submit(session, decoded, messages.execute_response)
+        return await plane.submit(session, decoded, encode_results, lane)
+
+
+class _Stream:
+    """One ExecuteStream's session, named by its first request that names one, and its lane."""
+
+    def __init__(self, servicer: GradientServicer, token: str) -> None:
+        self.servicer = servicer
+        self.token = token
+        self.session_id = ""
+        self.lane = servicer.dataplane.lane()
+
+    async def batch(self, request: pb.ExecuteRequest | ExecuteBatch) -> pb.ExecuteResponse | bytes:
+        """The request's response; a failed batch is reported in-band, and the stream goes on."""
+        try:
+            self.session_id = self.session_id or request.session_id
+            if request.session_id not in ("", self.session_id):
+                raise InvalidArgument(
+                    f"this stream runs on session '{self.session_id}'; open another stream "
+                    "for another session"
+                )
+            session = self.servicer.dataplane.session(self.session_id, self.token)
+            return await self.servicer._submit(session, request, self.lane)
+        except Exception as exc:
+            if not isinstance(exc, EngineError):
+                log.exception("unexpected error in a batch of ExecuteStream")
+            return pb.ExecuteResponse(error=messages.error(exc))
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _first_result(results: list[Result]) -> pb.CommandResult:
@@ -389,7 +455,21 @@ def create_grpc_server(
         request_deserializer=deserialize_create_tensor,
         response_serializer=pb.CommandResult.SerializeToString,
     )
-    server.add_registered_method_handlers(SERVICE_NAME, {"CreateTensor": create_tensor})
+    # And batches, with deserializers that remember commands and results (service.grpc_batch).
+    execute = grpc.unary_unary_rpc_method_handler(
+        servicer.Execute,
+        request_deserializer=deserialize_execute_request,
+        response_serializer=serialize_response,
+    )
+    execute_stream = grpc.stream_stream_rpc_method_handler(
+        servicer.ExecuteStream,
+        request_deserializer=deserialize_execute_request,
+        response_serializer=serialize_response,
+    )
+    server.add_registered_method_handlers(
+        SERVICE_NAME,
+        {"CreateTensor": create_tensor, "Execute": execute, "ExecuteStream": execute_stream},
+    )
     health = _Health([SERVICE_NAME])
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -112,7 +112,7 @@ async def _json_body(request: Request) -> Any:
         if not raw:
             return PydanticUndefined  # FastAPI's mark of a missing body
         content_type = request.headers.get("content-type")
-        if content_type and _is_json(content_type):
+        if content_type and is_json(content_type):
             return json.loads(raw)
         return raw
     except json.JSONDecodeError as exc:
@@ -131,7 +131,7 @@ async def _json_body(request: Request) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _is_json(content_type: str) -> bool:
+def is_json(content_type: str) -> bool:
     message = email.message.Message()
     message["content-type"] = content_type
     if message.get_content_maintype() != "application":

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from service.config import Settings
 from service.dataplane import DataPlane, render
+from service.http import deps
 from service.http.deps import ResultsResponse
 
 BATCH = [
@@ -35,5 +36,28 @@ def test_results_encode_as_starlette_encodes_them(binary: bool) -> None:
         results = plane.execute(session, BATCH)
         content = {"results": [render(r, binary) for r in results]}
         assert ResultsResponse(content).body == JSONResponse(content).body
+    finally:
+        plane.shutdown()
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_responses_are_written_from_each_results_remembered_json(binary: bool) -> None:
+    plane = DataPlane(Settings())
+    try:
+        info = plane.create_session(seed=0)
+        assert info.token is not None
+        session = plane.session(info.id, info.token)
+        results = plane.execute(session, BATCH + BATCH[4:6])  # some records twice
+        deps._RENDERED[binary].clear()
+        rendered = [render(r, binary) for r in results]
+        for _ in range(2):  # rendered, then remembered
+            batch = deps._respond(results, binary, batch=True, status=200)
+            assert batch.body == ResultsResponse({"results": rendered}).body
+            assert batch.headers == ResultsResponse({"results": rendered}).headers
+            for result, content in zip(results, rendered, strict=True):
+                one = deps._respond([result], binary, batch=False, status=201)
+                assert one.status_code == 201
+                assert one.body == JSONResponse(content).body
+        assert 0 < len(deps._RENDERED[binary]) < len(results)  # no arrays, each record once
     finally:
         plane.shutdown()

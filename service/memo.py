@@ -1,0 +1,44 @@
+"""A bounded map from immutable wire data to what it decodes or encodes to, for the batch paths.
+
+A training loop sends the same commands every step, and a batch's results repeat a few
+distinct records (the same name, shape, dtype and grad_fn, op after op): the frontends
+remember what a command's bytes parse to and what a result's record encodes to, and skip the
+work next time. Keys and values must be immutable, and each value a function of its key
+alone, so that a remembered value is always the one the work would give.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    """At most ``size`` entries; the oldest goes first when full.
+
+    ``get`` takes no lock (a dict lookup is atomic under the GIL, and only ``put`` changes
+    the dict); ``put`` takes one, so that two threads filling it never evict past the bound.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: dict[K, V] = {}
+        self._lock = threading.Lock()
+        self.get = self._items.get  # bound once: the hot paths call it per command
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            items = self._items
+            if key not in items and len(items) >= self.size:
+                del items[next(iter(items))]
+            items[key] = value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -1,0 +1,266 @@
+"""The batch route's plain requests, read a command at a time (``service.http.batch_body``),
+answer as FastAPI's own route does: each request of a battery goes, twice (commands parsed,
+then remembered), to the app and to a copy whose batch route is a plain ``APIRoute``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from engine.commands import parse_batch
+from engine.errors import EngineError
+from service.config import Settings
+from service.dataplane import DataPlane, Parsed, decode_payload
+from service.http import batch_body, create_app
+from service.http.routes.batch import BatchRoute
+from service.http.routing import operation_id
+
+pytestmark = pytest.mark.anyio
+
+JSON = "application/json"
+AUTH = {"Authorization": "Bearer {token}", "Content-Type": JSON}
+SETUP = [
+    {"kind": "create", "name": "x", "data": [1.0, 2.0, 3.0], "requires_grad": True},
+    {"kind": "op", "op": "mul", "inputs": ["x", "x"], "name": "y"},
+]
+OPS = [
+    {"kind": "op", "op": "mul", "inputs": ["x", 1.5], "name": "y"},
+    {"kind": "op", "op": "sin", "inputs": ["y"], "name": "y"},
+    {"kind": "op", "op": "sum", "inputs": ["y"], "name": "s"},
+]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _plain(app: FastAPI) -> FastAPI:
+    routes = app.router.routes
+    for index, route in enumerate(routes):
+        if isinstance(route, BatchRoute):
+            routes[index] = APIRoute(
+                route.path,
+                route.endpoint,
+                methods=route.methods,
+                response_model=route.response_model,
+                response_model_exclude_unset=route.response_model_exclude_unset,
+                tags=route.tags,
+                generate_unique_id_function=operation_id,
+            )
+    return app
+
+
+@pytest.fixture(scope="module")
+def apps() -> Iterator[tuple[FastAPI, FastAPI]]:
+    settings = Settings(max_request_bytes=4096, max_commands_per_batch=8)
+    planes = DataPlane(settings), DataPlane(settings)
+    try:
+        yield create_app(planes[0], settings), _plain(create_app(planes[1], settings))
+    finally:
+        for plane in planes:
+            plane.shutdown()
+
+
+def test_the_copy_has_no_batch_route_left_and_the_same_documents(
+    apps: tuple[FastAPI, FastAPI],
+) -> None:
+    ours, plain = apps
+    assert len([r for r in ours.router.routes if isinstance(r, BatchRoute)]) == 1
+    assert not [r for r in plain.router.routes if isinstance(r, BatchRoute)]
+    assert ours.openapi() == plain.openapi()
+
+
+class Session:
+    def __init__(self, client: httpx.AsyncClient, id: str, token: str) -> None:
+        self.client, self.id, self.token = client, id, token
+
+    @classmethod
+    async def open(cls, client: httpx.AsyncClient) -> Session:
+        created = (await client.post("/v1/sessions", json={"seed": 5})).json()
+        session = cls(client, created["id"], created["token"])
+        response = await session.send("", AUTH, json.dumps({"commands": SETUP}).encode())
+        assert response.status_code == 200, response.text
+        return session
+
+    async def send(self, query: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+        headers = {k: v.replace("{token}", self.token) for k, v in headers.items()}
+        path = f"/v1/sessions/{self.id}/batch{query}"
+        return await self.client.post(path, headers=headers, content=body)
+
+
+def answer(response: httpx.Response) -> tuple[Any, ...]:
+    headers = {k: v for k, v in response.headers.items() if k != "x-request-id"}
+    return response.status_code, headers, response.content
+
+
+@pytest.fixture
+async def sessions(apps: tuple[FastAPI, FastAPI]) -> AsyncIterator[tuple[Session, Session]]:
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
+        for app in apps
+    ]
+    async with clients[0], clients[1]:
+        yield await Session.open(clients[0]), await Session.open(clients[1])
+
+
+def _body(commands: Any, **dumps: Any) -> bytes:
+    return json.dumps({"commands": commands}, **dumps).encode()
+
+
+GET_X = {"kind": "get", "tensor": "x", "value": True, "grad": True, "repr": True}
+# (query, headers, body)
+REQUESTS: list[tuple[str, dict[str, str], bytes]] = [
+    ("", AUTH, _body(OPS)),
+    ("", AUTH, _body(OPS, separators=(",", ":"))),
+    ("", AUTH, _body(OPS, indent=2)),
+    ("", AUTH, b' \n{ "commands" :\t[ ' + json.dumps(OPS)[1:-1].encode() + b" ] } \r\n"),
+    ("?binary=true", AUTH, _body([*OPS, GET_X])),
+    ("?binary=false", AUTH, _body([*OPS, GET_X])),
+    ("?binary=1", AUTH, _body([*OPS, GET_X])),
+    ("?binary=maybe", AUTH, _body(OPS)),
+    ("?colour=red", AUTH, _body(OPS)),
+    ("", AUTH, _body([OPS[0]])),  # one command: FastAPI's, and it may run on the loop
+    ("", AUTH, _body([])),
+    ("", AUTH, _body([{"kind": "create", "name": "z", "data": {"shape": [2], "dtype": "float64",
+                                                         "data": ["NaN", 1.0]}}, GET_X])),
+    ("", AUTH, _body([{"kind": "create", "name": "w", "data": [[1, 2], [3, 4]]}, OPS[0]])),
+    ("", AUTH, _body([OPS[0], {"kind": "op", "op": "nope", "inputs": ["x"]}, OPS[1]])),
+    ("", AUTH, _body([OPS[0], {"kind": "op", "op": "mul", "inputs": ["x", "nope"]}])),
+    ("", AUTH, _body([OPS[0], "not a command"])),
+    ("", AUTH, _body([OPS[0], {"kind": "op", "op": "mul", "inputs": ["x", 2], "colour": 1}])),
+    ("", AUTH, _body([OPS[0], {"kind": "teleport"}])),
+    ("", AUTH, _body([OPS[0], {"kind": "op", "op": "mul", "inputs": ["x", 2], "name": "x y"}])),
+    ("", AUTH, _body(OPS * 3)),  # over the batch size
+    ("", AUTH, _body([*OPS, {"kind": "op", "op": "nope", "inputs": ["x"]}] * 3)),
+    ("", AUTH, b'{"commands": [' + json.dumps(OPS[0]).encode() + b", NaN]}"),
+    ("", AUTH, _body([OPS[0], {"kind": "op", "op": "mul", "inputs": ["x", float("inf")]}])),
+    ("", AUTH, _body(OPS)[:-1]),  # cut short
+    ("", AUTH, _body(OPS) + b"x"),  # extra data
+    ("", AUTH, _body(OPS)[:-2] + b",]}"),  # a trailing comma
+    ("", AUTH, b'{"commands": ' + json.dumps(OPS).encode() + b', "colour": 1}'),
+    ("", AUTH, b'{"commands": [], "commands": ' + json.dumps(OPS).encode() + b"}"),
+    ("", AUTH, b'{"colour": 1, "commands": ' + json.dumps(OPS).encode() + b"}"),
+    ("", AUTH, b"\xef\xbb\xbf" + _body(OPS)),  # a UTF-8 byte order mark
+    ("", AUTH, _body(OPS).decode().encode("utf-16")),
+    ("", AUTH, _body(OPS)[:-4] + b'\xff"}]}'),  # not UTF-8
+    ("", AUTH, _body(OPS, ensure_ascii=False).replace(b'"y"', '"\u00fd"'.encode())),
+    ("", AUTH, b'{"commands": {"kind": "op"}}'),
+    ("", AUTH, b""),
+    ("", AUTH, _body(OPS) + b" " * 5000),  # over the body limit
+    ("", {**AUTH, "Content-Type": "text/plain"}, _body(OPS)),
+    ("", {**AUTH, "Content-Type": "application/problem+json"}, _body(OPS)),
+    ("", {"Authorization": "Bearer {token}"}, _body(OPS)),  # no content type
+    ("", {"Content-Type": JSON}, _body(OPS)),
+    ("", {"Content-Type": JSON, "Authorization": "Bearer wrong"}, _body(OPS)),
+    ("", {"Content-Type": JSON, "Authorization": "Basic eDp5"}, _body(OPS)),
+    ("", {"Content-Type": JSON, "Authorization": "Bearer wrong"}, _body(OPS)[:-1]),
+    ("", {"Content-Type": JSON, "Authorization": "Bearer wrong"}, b'{"colour": 1}'),
+]  # fmt: skip
+
+
+async def test_every_request_gets_the_same_answer(sessions: tuple[Session, Session]) -> None:
+    """The battery twice in order, each request and then the session's state compared."""
+    batch_body.COMMANDS.clear()
+    statuses = set()
+    state = _body([GET_X, {**GET_X, "tensor": "y"}])
+    for _ in range(2):
+        for query, headers, body in REQUESTS:
+            answers = []
+            for session in sessions:
+                response = await session.send(query, headers, body)
+                after = await session.send("", AUTH, state)
+                answers.append((answer(response), answer(after)))
+            assert answers[0] == answers[1], (query, headers, body)
+            statuses.add(answers[0][0][0])
+    assert statuses == {200, 400, 401, 404, 413, 429}  # the battery covers every answer
+    assert 0 < len(batch_body.COMMANDS) < 20  # creates never
+
+
+ATTRS = {"kind": "op", "op": "sum", "inputs": ["y"], "attrs": {"dim": 0, "keepdim": True}}
+BRACES = {"kind": "op", "op": "add", "inputs": ["y", 1], "attrs": {"alpha": 2, "s": "}{"}}
+DEEP = {"kind": "op", "op": "mul", "inputs": [{"grad_of": "x"}, {"grad_of": "y"}], "attrs": {}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _body(OPS),
+        _body(OPS, separators=(",", ":")),
+        _body(OPS, indent=4),
+        _body([OPS[0], [1, {"a": [2, "]"]}], "\u00e9", 1e300, None, True]),
+        _body([ATTRS, BRACES, DEEP, ATTRS, BRACES, DEEP]),
+        _body([{**OPS[0], "name": "y}"}, OPS[0]]),  # a name that does not parse
+        b'{"commands":[]}',
+        b'\t{"commands" : [ ] }\n',
+    ],
+)
+def test_plain_bodies_split_into_what_json_loads_reads(body: bytes) -> None:
+    batch_body.COMMANDS.clear()
+    values = json.loads(body)["commands"]
+    for _ in range(3):  # nothing remembered yet, then what parsed
+        commands = batch_body.split(body)
+        assert commands is not None and len(commands) == len(values)
+        try:
+            expected: Any = Parsed(parse_batch(values, prepare=decode_payload))
+        except EngineError:
+            expected = values  # for the data plane to parse, and report
+        parsed = commands.parsed()
+        assert type(parsed) is type(expected) and parsed == expected
+        for item, value in zip(commands.items, values, strict=True):
+            if type(item) is tuple:
+                assert json.loads(item[0]) == item[1] == value
+
+
+def test_what_is_remembered_is_found_by_its_text() -> None:
+    batch_body.COMMANDS.clear()
+    body = _body([ATTRS, BRACES, DEEP, OPS[0]])
+    first = batch_body.split(body)
+    assert first is not None and all(type(item) is tuple for item in first.items)
+    first.parsed()
+    assert len(batch_body.COMMANDS) == 3  # DEEP has four closing braces
+    again = batch_body.split(body)
+    assert again is not None
+    assert [type(item) is tuple for item in again.items] == [False, False, True, False]
+    assert again.parsed() == parse_batch([ATTRS, BRACES, DEEP, OPS[0]])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b'{"commands": []',
+        b'{"commands": [1,]}',
+        b'{"commands": [1 2]}',
+        b'{"commands": [1], "commands": [2]}',
+        b'{"Commands": []}',
+        b'{"commands": []} []',
+        b"\xef\xbb\xbf" + b'{"commands": []}',
+    ],
+)
+def test_other_bodies_are_left_to_fastapi(body: bytes) -> None:
+    assert batch_body.split(body) is None
+
+
+def test_commands_are_remembered_but_creates_and_long_ones() -> None:
+    batch_body.COMMANDS.clear()
+    create = {"kind": "create", "name": "w", "data": [1.0]}
+    long = {"kind": "op", "op": "stack", "inputs": [["x"] * batch_body.MAX_COMMAND_CHARS]}
+    commands = batch_body.split(_body([create, OPS[0], long, OPS[0]]))
+    assert commands is not None
+    first = commands.parsed()
+    assert type(first) is Parsed and len(first) == 4
+    assert len(batch_body.COMMANDS) == 1
+    again = batch_body.split(_body([create, OPS[0], long, OPS[0]]))
+    assert again is not None
+    assert again.items[1] is again.items[3] is first[3]  # the last one parsed
+    bad_commands = [OPS[0], {"kind": "op", "op": 3}]
+    bad = batch_body.split(_body(bad_commands))
+    assert bad is not None and bad.parsed() == bad_commands  # the data plane reports it
