@@ -177,7 +177,7 @@ class Session:
             if self.closed:
                 raise NotFound("session is closed")
             self.last_used = time.monotonic()
-            rng_state = self.generator.get_state()
+            self.generator.checkpoint()
             next_auto = self._next_auto
             self._rebound = []
             self._unchecked_bytes = 0
@@ -197,7 +197,7 @@ class Session:
             except BaseException as exc:
                 self._restore_names()
                 self._next_auto = next_auto
-                self.generator.set_state(rng_state)
+                self.generator.rollback()
                 if isinstance(exc, EngineError):
                     # The commands before it ran; a failed byte count is the last command's.
                     exc.command_index = min(len(results), max(len(commands) - 1, 0))
