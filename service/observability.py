@@ -87,7 +87,7 @@ def configure_logging(level: str) -> None:
 def new_request_id() -> str:
     """A request id for a request that brought none: 128 random bits, in hex (an id, not a
     secret, so not from the OS's entropy: a system call a request)."""
-    return f"{random.getrandbits(128):032x}"
+    return random.getrandbits(128).to_bytes(16).hex()
 
 
 class _StateCollector(Collector):
