@@ -23,7 +23,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic_core import to_json
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import NoMatchFound
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -209,6 +208,15 @@ class Metrics:
         children[1].observe(seconds)
 
 
+def request_header(scope: Scope, name: bytes) -> str | None:
+    """The value of a request header (``name`` in lower case; the first, as Starlette's
+    ``Headers`` gives it), read without a ``Headers`` object: a request reads a few."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 class HttpObservability:
     """ASGI middleware: request id, access log line and request metrics for every request.
 
@@ -228,7 +236,7 @@ class HttpObservability:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = Headers(scope=scope).get("x-request-id") or new_request_id()
+        request_id = request_header(scope, b"x-request-id") or new_request_id()
         token = REQUEST_ID.set(request_id)
         start = time.perf_counter()
         status = 500  # unless a response starts: an exception escaped the app
@@ -237,7 +245,8 @@ class HttpObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                headers = message.get("headers", ())
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
         try:
