@@ -79,28 +79,39 @@ def to_numpy(array: Array) -> numpy.ndarray:
     return array.get()
 
 
-@contextlib.contextmanager
-def on_device(device: str) -> Iterator[None]:
+def on_device(device: str) -> contextlib.AbstractContextManager[None]:
     """Make ``device`` current for array creation, mapping GPU OOM to ResourceExhausted."""
     if device == "cpu":
-        with _oom_as_resource_exhausted():
-            yield
-        return
-    assert _cupy is not None
-    with _cupy.cuda.Device(int(device.split(":")[1])), _oom_as_resource_exhausted():
-        yield
+        return _OOM_AS_RESOURCE_EXHAUSTED
+    return _on_gpu(device)
 
 
 @contextlib.contextmanager
-def _oom_as_resource_exhausted() -> Iterator[None]:
-    try:
+def _on_gpu(device: str) -> Iterator[None]:
+    assert _cupy is not None
+    with _cupy.cuda.Device(int(device.split(":")[1])), _OOM_AS_RESOURCE_EXHAUSTED:
         yield
-    except MemoryError as exc:
-        raise ResourceExhausted(f"out of memory: {exc}") from exc
-    except Exception as exc:
+
+
+class _OomAsResourceExhausted:
+    """Out of memory, on the host or a GPU, raised as ResourceExhausted. A class without
+    state, not a ``contextlib`` generator: one instance serves every CPU batch."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc_type is None:
+            return
+        if issubclass(exc_type, MemoryError):
+            raise ResourceExhausted(f"out of memory: {exc}") from exc
         if _cupy is not None and isinstance(exc, _cupy.cuda.memory.OutOfMemoryError):
             raise ResourceExhausted(f"GPU out of memory: {exc}") from exc
-        raise
+
+
+_OOM_AS_RESOURCE_EXHAUSTED = _OomAsResourceExhausted()
 
 
 def pool_bytes() -> int:

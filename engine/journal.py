@@ -8,9 +8,8 @@ of a batch, keep their own log of (name, previous tensor) instead: no closure pe
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 
 class _Journal(threading.local):
@@ -31,19 +30,29 @@ def record(undo: Callable[[], None]) -> None:
         entries.append(undo)
 
 
-@contextlib.contextmanager
-def transaction() -> Iterator[None]:
+def transaction() -> Transaction:
     """Run the block atomically: when it raises, every recorded mutation is undone."""
-    outer = _JOURNAL.entries
-    entries: list[Callable[[], None]] = []
-    _JOURNAL.entries = entries
-    try:
-        yield
-    except BaseException:
-        for undo in reversed(entries):
-            undo()
-        raise
-    finally:
-        _JOURNAL.entries = outer
-    if outer is not None:
-        outer.extend(entries)
+    return Transaction()
+
+
+class Transaction:
+    """``transaction()``'s context manager: a class, not a ``contextlib`` generator, for the
+    cost of one batch of one command (~3x less to enter and leave)."""
+
+    __slots__ = ("_entries", "_outer")
+
+    def __enter__(self) -> None:
+        self._outer = _JOURNAL.entries
+        self._entries: list[Callable[[], None]] = []
+        _JOURNAL.entries = self._entries
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        entries, outer = self._entries, self._outer
+        try:
+            if exc_type is not None:
+                for undo in reversed(entries):
+                    undo()
+        finally:
+            _JOURNAL.entries = outer
+        if exc_type is None and outer is not None:
+            outer.extend(entries)

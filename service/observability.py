@@ -22,7 +22,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.datastructures import Headers, MutableHeaders
+from pydantic_core import to_json
 from starlette.routing import NoMatchFound
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,12 +49,18 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": REQUEST_ID.get(),
+            "request_id": getattr(record, "request_id", None) or REQUEST_ID.get(),
         }
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        # pydantic's serializer (Rust) writes a line in a fifth of json.dumps's time (a line a
+        # request). It leaves characters past "~" unescaped: such lines are json.dumps's, so
+        # that every line is printable ASCII whatever the stream's encoding.
+        line = to_json(entry).decode()
+        if line.isascii() and line.isprintable():
+            return line
+        return json.dumps(entry, separators=(",", ":"))
 
     def _time_of(self, record: logging.LogRecord) -> str:
         # Seconds resolution: formatted once a second, not once a line (an access log line
@@ -80,7 +86,7 @@ def configure_logging(level: str) -> None:
 def new_request_id() -> str:
     """A request id for a request that brought none: 128 random bits, in hex (an id, not a
     secret, so not from the OS's entropy: a system call a request)."""
-    return f"{random.getrandbits(128):032x}"
+    return random.getrandbits(128).to_bytes(16).hex()
 
 
 class _StateCollector(Collector):
@@ -124,7 +130,17 @@ class _StateCollector(Collector):
 
 
 class Metrics:
-    """The process's metrics registry and its instruments."""
+    """The process's metrics registry and its instruments, and the record of requests served.
+
+    A request served is recorded (its metrics and its access log line) in a batch with the
+    others served within ``RECORD_DELAY``, on the event loop: a batch of lines costs a
+    quarter as much a line as one line a request (~20 against ~75 us of CPU in the loaded
+    server), whose caches the rest of a request's work has filled with other code. The
+    ``/metrics`` route and the server's shutdown ``flush`` what is pending.
+    """
+
+    RECORD_DELAY = 0.01  # seconds
+    RECORD_BATCH = 64  # requests: recorded at once when this many are pending
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.registry = CollectorRegistry()
@@ -143,6 +159,44 @@ class Metrics:
         )
         self.registry.register(_StateCollector(dataplane))
         self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._served: list[tuple[str, str, str, str, int | str, float]] = []
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
+
+    def served(
+        self,
+        request_id: str,
+        transport: str,
+        route: str,
+        method: str,
+        code: int | str,
+        seconds: float,
+    ) -> None:
+        """Record a request served (an HTTP status, or a gRPC status code's name), on the
+        event loop: within ``RECORD_DELAY``."""
+        served = self._served
+        served.append((request_id, transport, route, method, code, seconds))
+        if len(served) >= self.RECORD_BATCH:
+            self.flush()
+            return
+        loop = asyncio.get_running_loop()
+        if self._flush_loop is not loop:  # none due, or due on a loop that has gone
+            self._flush_loop = loop
+            loop.call_later(self.RECORD_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Record every request served so far: metrics, then one access log line each."""
+        self._flush_loop = None
+        served, self._served = self._served, []
+        for request_id, transport, route, method, code, seconds in served:
+            self.observe(transport, route, method, str(code), seconds)
+            fields: dict[str, Any]
+            if transport == "http":
+                fields = {"method": method, "route": route, "status": code}
+            else:
+                fields = {"method": route, "code": code}
+            fields["duration_ms"] = round(seconds * 1e3, 3)
+            extra = {"fields": fields, "request_id": request_id}
+            log.info(f"{transport} request", extra=extra)
 
     def observe(self, transport: str, route: str, method: str, code: str, seconds: float) -> None:
         key = (transport, route, method, code)
@@ -152,6 +206,15 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+def request_header(scope: Scope, name: bytes) -> str | None:
+    """The value of a request header (``name`` in lower case; the first, as Starlette's
+    ``Headers`` gives it), read without a ``Headers`` object: a request reads a few."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 class HttpObservability:
@@ -173,7 +236,7 @@ class HttpObservability:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = Headers(scope=scope).get("x-request-id") or new_request_id()
+        request_id = request_header(scope, b"x-request-id") or new_request_id()
         token = REQUEST_ID.set(request_id)
         start = time.perf_counter()
         status = 500  # unless a response starts: an exception escaped the app
@@ -182,7 +245,8 @@ class HttpObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                headers = message.get("headers", ())
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
         try:
@@ -190,19 +254,7 @@ class HttpObservability:
         finally:
             elapsed = time.perf_counter() - start
             route = self._template(scope)
-            method = scope["method"]
-            self.metrics.observe("http", route, method, str(status), elapsed)
-            log.info(
-                "http request",
-                extra={
-                    "fields": {
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1e3, 3),
-                    }
-                },
-            )
+            self.metrics.served(request_id, "http", route, scope["method"], status, elapsed)
             REQUEST_ID.reset(token)
 
     def _template(self, scope: Scope) -> str:
@@ -256,12 +308,7 @@ class GrpcObservability(WrappingInterceptor):
 
 
 class _Observation:
-    """One RPC: its request id set while it runs; its metrics and log line when it ends.
-
-    Those are recorded from the event loop's next turn, in the RPC's context (its request
-    id): after grpc.aio has handed the response to the transport, not before (unlike HTTP,
-    where the middleware's ``finally`` runs once the response is sent).
-    """
+    """One RPC: its request id set while it runs; recorded (``Metrics.served``) when it ends."""
 
     def __init__(self, metrics: Metrics, method: str, context: grpc.aio.ServicerContext) -> None:
         self.metrics = metrics
@@ -273,7 +320,8 @@ class _Observation:
         for key, value in self.context.invocation_metadata() or ():
             if key == "x-request-id":
                 request_id = str(value)
-        self.token = REQUEST_ID.set(request_id or new_request_id())
+        self.request_id = request_id or new_request_id()
+        self.token = REQUEST_ID.set(self.request_id)
         self.start = time.perf_counter()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -282,22 +330,8 @@ class _Observation:
         if code is None:
             code = grpc.StatusCode.OK if exc is None else _code_of(exc)
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        record = contextvars.copy_context()
         REQUEST_ID.reset(self.token)
-        asyncio.get_running_loop().call_soon(self._record, name, elapsed, context=record)
-
-    def _record(self, code: str, elapsed: float) -> None:
-        self.metrics.observe("grpc", self.method, "POST", code, elapsed)
-        log.info(
-            "grpc request",
-            extra={
-                "fields": {
-                    "method": self.method,
-                    "code": code,
-                    "duration_ms": round(elapsed * 1e3, 3),
-                }
-            },
-        )
+        self.metrics.served(self.request_id, "grpc", self.method, "POST", name, elapsed)
 
 
 def _code_of(exc: BaseException) -> grpc.StatusCode:

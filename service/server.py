@@ -108,4 +108,5 @@ async def serve(settings: Settings) -> None:
     http.should_exit = True
     await asyncio.gather(grpc_server.stop(GRACE_SECONDS), http_task)
     await loop.run_in_executor(None, dataplane.shutdown)
+    metrics.flush()  # the last requests' access log lines come before the last line
     log.info("gradserve stopped")

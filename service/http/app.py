@@ -44,6 +44,7 @@ def create_app(dataplane: DataPlane, settings: Settings, metrics: Metrics | None
     app.state.ready = False
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(HttpObservability, metrics=app.state.metrics)
-    for router in ROUTERS:  # route by route, not include_router: see service.http.routing
-        app.router.routes.extend(router.routes)
+    # Route by route, not include_router (see service.http.routing), and ahead of FastAPI's
+    # own /openapi.json and /docs routes: a request is matched in this order.
+    app.router.routes[:0] = [route for router in ROUTERS for route in router.routes]
     return app

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import RequestTooLarge
 from service.http.problems import problem_response
+from service.observability import request_header
 
 
 class BodyTooLarge(HTTPException):
@@ -41,7 +41,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
+        declared = request_header(scope, b"content-length") or ""
         if declared.isdigit() and int(declared) > self.max_bytes:
             response = problem_response(RequestTooLarge(_message(self.max_bytes)))
             await response(scope, receive, send)

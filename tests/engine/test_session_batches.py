@@ -98,6 +98,23 @@ def test_rng_state_is_undone(small: SessionManager) -> None:
     )
 
 
+def test_a_failed_batch_keeps_the_draws_of_the_batches_before_it(small: SessionManager) -> None:
+    # The state is saved by a batch's first draw: a batch that draws nothing and fails must
+    # not go back to what an earlier batch saved, and a draw after it continues the sequence.
+    s = rich_session(small)
+    expected = creation.Generator(3)
+    expected.normal((3,), numpy.dtype("float32"))  # x's draw
+    randn = {"kind": "create", "factory": "randn", "args": [[4]], "name": "r"}
+    draws = []
+    for _ in range(2):
+        draws.append(value(s, run(s, randn)[0].tensors[0].name))
+        fails(s, NotFound, op(None, "neg", "x"), get("missing"))
+    fails(s, NotFound, randn, get("missing"))
+    draws.append(value(s, run(s, randn)[0].tensors[0].name))
+    for draw in draws:
+        numpy.testing.assert_array_equal(draw, expected.normal((4,), numpy.dtype("float32")))
+
+
 def test_in_place_writes_through_views_and_grads_are_undone(small: SessionManager) -> None:
     s = rich_session(small)
     fails(

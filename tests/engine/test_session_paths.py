@@ -170,6 +170,8 @@ def test_the_walk_runs_only_when_the_bound_does_not_settle_it(
     manager: SessionManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = open_session(manager, limits=Limits(max_bytes_per_session=4096))
+    # More tensors than a session counted exactly after each batch keeps (empty: no bytes).
+    run(s, *(create(f"e{i}", []) for i in range(session_module._SMALL_WALK)))
     walks: list[int] = []
     walk = Session.bytes_held
 
@@ -188,6 +190,28 @@ def test_the_walk_runs_only_when_the_bound_does_not_settle_it(
         run(s, create("y", [0.0] * 24))
         assert s.bytes_held() == reference_bytes(s) == 4096
     assert len(walks) == 6
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_small_session_is_counted_exactly_without_the_bound(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch, extra: int
+) -> None:
+    s = open_session(manager, limits=Limits(max_bytes_per_session=4096))
+    bounds: list[int] = []
+
+    def bound() -> int:
+        bounds.append(1)
+        return 1 << 40  # never settles it: the exact count decides
+
+    monkeypatch.setattr(session_module, "process_bytes_bound", bound)
+    # x and y: the rest of the walk's allowance (and one more) in empty tensors.
+    small = session_module._SMALL_WALK - 2 + extra
+    run(s, create("x", [0.0] * 1000), *(create(f"e{i}", []) for i in range(small)))
+    error = fails(s, ResourceExhausted, create("y", [0.0] * 25))
+    assert "4100 bytes" in str(error)
+    run(s, create("y", [0.0] * 24))
+    assert s.bytes_held() == reference_bytes(s) == 4096
+    assert len(bounds) == 2 * extra  # past the allowance, the bound is read after each batch
 
 
 @pytest.mark.parametrize(

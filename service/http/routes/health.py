@@ -30,7 +30,9 @@ async def readyz(request: Request, response: Response) -> dict[str, str]:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this process."""
-    registry = request.app.state.metrics.registry
+    metrics = request.app.state.metrics
+    metrics.flush()  # the requests served before this one, recorded in batches
+    registry = metrics.registry
     # Collecting reads every session under its lock: never on the event loop.
     text = await asyncio.to_thread(generate_latest, registry)
     return Response(text, media_type=CONTENT_TYPE_LATEST)
