@@ -121,7 +121,9 @@ def mul(a: Any, b: Any) -> Any:
 
 @mul.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g * b, None if isinstance(b, _NUMBERS) else g * a
+    if isinstance(b, _NUMBERS):
+        return g * dtypes.constant(b, g), None
+    return g * b, g * a
 
 
 @primitive(
@@ -140,7 +142,9 @@ def div(a: Any, b: Any) -> Any:
 
 @div.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g / b, None if isinstance(b, _NUMBERS) else -g * a / (b * b)
+    if isinstance(b, _NUMBERS):
+        return g / dtypes.constant(b, g), None
+    return g / b, -g * a / (b * b)
 
 
 @primitive("floor_divide", node="NotImplemented", elementwise=True)
@@ -357,7 +361,7 @@ def tanh(x: Any) -> Any:
 
 @tanh.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (g * (1 - out * out),)
+    return (g * (dtypes.constant(1, out) - out * out),)
 
 
 @primitive("sigmoid", node="SigmoidBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)

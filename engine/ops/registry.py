@@ -32,7 +32,8 @@ from engine import dtypes, grad_mode, parallel
 from engine.backend import device_of, xp_of
 from engine.errors import FailedPrecondition, InvalidArgument
 from engine.graph import Node, new_node
-from engine.tensor import Layout, Tensor
+from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64
+from engine.tensor import Layout, Tensor, new_tensor
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -250,7 +251,7 @@ def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
             and differentiable
             and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
         ):
-            return Tensor(out, False, None, None, layout)
+            return new_tensor(out, False, None, layout)
         edges = (a.grad_fn if a.grad_fn is not None else a.edge(),)
         if saves_inputs:
             versions = _V0 if a._version is None else (a._version.value,)
@@ -260,7 +261,7 @@ def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
             node = new_node(op, name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
         if saves_output:
             node.out = out  # its version counter comes with the output's (Tensor.counter)
-        return Tensor(out, True, node, None, layout)
+        return new_tensor(out, True, node, layout)
 
     unary.__name__ = unary.__qualname__ = op.name
     return unary
@@ -297,12 +298,21 @@ def fast_binary(
         elif type(b) in _SCALARS:
             y = b
             needs_grad = a._requires_grad
+            # A ufunc takes a Python number faster as a 0-d array of the tensor's dtype
+            # (dtypes.constant, inline: the layout has the dtype at hand).
+            dtype = layout[1]
+            if dtype is FLOAT32:
+                c = CONSTANTS32[b]
+            elif dtype is FLOAT64:
+                c = CONSTANTS64[b]
+            else:
+                c = b
         elif operand is not None:
             return op.binary(a, operand(b))  # whose fallback for what is left is _apply
         else:
             return _apply(op, (a, b), NO_ATTRS)
         if ufunc is not None and type(x) is numpy.ndarray:
-            out = ufunc(x, y)  # of the inputs' dtype: floats, with Python numbers (NEP 50)
+            out = ufunc(x, y if y is not b else c)  # of the inputs' dtype (NEP 50 for numbers)
         else:
             out = _forward(op, (x, y))
             if not _fits(out, layout):
@@ -312,7 +322,7 @@ def fast_binary(
             and differentiable
             and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
         ):
-            return Tensor(out, False, None, None, layout)
+            return new_tensor(out, False, None, layout)
         edge_a = None
         if a._requires_grad:
             edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
@@ -340,7 +350,7 @@ def fast_binary(
                 node = new_node(op, name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
         if saves_output:
             node.out = out  # its version counter comes with the output's (Tensor.counter)
-        return Tensor(out, True, node, None, layout)
+        return new_tensor(out, True, node, layout)
 
     binary.__name__ = binary.__qualname__ = op.name
     return binary
