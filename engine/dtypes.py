@@ -143,13 +143,14 @@ class Constants(dict[Scalar, Any]):
 
 
 FLOAT32, FLOAT64 = DTYPES["float32"], DTYPES["float64"]
+_NDARRAY = numpy.ndarray  # a global: numpy's attributes load slowly (see registry.NDARRAY)
 CONSTANTS32, CONSTANTS64 = Constants(FLOAT32), Constants(FLOAT64)
 
 
 def constant(value: Scalar, like: Any) -> Any:
     """``value`` as an operand of a ufunc with the NumPy array ``like`` (see Constants);
     ``value`` itself next to anything else (a Tensor, a CuPy array, another dtype)."""
-    if type(like) is numpy.ndarray:
+    if type(like) is _NDARRAY:
         dtype = like.dtype
         if dtype is FLOAT32:
             return CONSTANTS32[value]

@@ -14,7 +14,7 @@ import numpy
 from engine import dtypes
 from engine.backend import xp_of
 from engine.errors import InvalidArgument
-from engine.ops.registry import BOTH, FLOAT, INPUTS, KEEP, OUTPUT, Primitive, primitive
+from engine.ops.registry import BOTH, FLOAT, INPUTS, KEEP, NDARRAY, OUTPUT, Primitive, primitive
 
 
 def _xp(*args: Any) -> Any:
@@ -54,6 +54,7 @@ def _binary(a: Any, b: Any) -> None:
 # (PyTorch's ``needs_input_grad``); on large arrays that saves whole passes over memory. Rules
 # test ``isinstance(b, _NUMBERS)`` inline: a helper call cost more than the test.
 _NUMBERS = (int, float)
+_sin, _cos = numpy.sin, numpy.cos  # see NDARRAY: globals load faster than numpy's attributes
 
 
 # ----- arithmetic -----
@@ -331,7 +332,7 @@ def sin(x: Any) -> Any:
 
 @sin.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (g * (numpy.cos(x) if type(x) is numpy.ndarray else cos(x)),)
+    return (g * (_cos(x) if type(x) is NDARRAY else cos(x)),)
 
 
 @primitive("cos", node="CosBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True, ufunc="cos")
@@ -341,7 +342,7 @@ def cos(x: Any) -> Any:
 
 @cos.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (-g * (numpy.sin(x) if type(x) is numpy.ndarray else sin(x)),)
+    return (-g * (_sin(x) if type(x) is NDARRAY else sin(x)),)
 
 
 @primitive("tan", node="TanBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True, ufunc="tan")
