@@ -73,12 +73,13 @@ def _raw(value: Any) -> Any:
 @composite("sub")
 def sub(a: Operand, b: Operand) -> Tensor:
     # Bools are refused here, before type promotion turns a bool tensor into an integer one
-    # (inline: ``x - b`` is one op in eight of a typical chain).
+    # (inline: ``x - b`` is one op in eight of a typical chain). A tensor with a layout (the
+    # fast path's, worked out once: floating) is no bool, and its dtype need not be read.
     if type(a) is Tensor:
         if (
             type(b) is bool
-            or a.data.dtype.kind == "b"
-            or (type(b) is Tensor and b.data.dtype.kind == "b")
+            or (not a._layout and a.data.dtype.kind == "b")
+            or (type(b) is Tensor and not b._layout and b.data.dtype.kind == "b")
         ):
             ew.refuse_bool_subtraction(a.data, _raw(b))
         return _SUB(a, b)

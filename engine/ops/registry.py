@@ -30,10 +30,10 @@ import numpy
 
 from engine import dtypes, grad_mode, parallel
 from engine.backend import device_of, xp_of
-from engine.errors import FailedPrecondition, InvalidArgument
-from engine.graph import Node, new_node
 from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64
-from engine.tensor import Layout, Tensor, new_tensor
+from engine.errors import FailedPrecondition, InvalidArgument
+from engine.graph import NO_ATTRS, Node
+from engine.tensor import Layout, Tensor, new_tensor, plain_result
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -201,7 +201,6 @@ _SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
 _OPERANDS = _SCALARS | {Tensor}  # right operands that ``fast_binary``'s ``operand`` keeps
 
 
-NO_ATTRS: dict[str, Any] = {}  # the attributes of most calls; never written to
 _UNARY = (None,)  # what a plain node that keeps no inputs holds for them: None for a tensor
 _BINARY = (None, None)
 _V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were never written
@@ -256,15 +255,12 @@ def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
         ):
             return new_tensor(out, False, None, layout)
         edges = (a.grad_fn if a.grad_fn is not None else a.edge(),)
+        saved = out if saves_output else None
         if saves_inputs:
             versions = _V0 if a._version is None else (a._version.value,)
-            arrays = (x,)
-            node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a,), versions, True)
-        else:  # the rule gets the gradient in place of the input (see Node)
-            node = new_node(op, name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
-        if saves_output:
-            node.out = out  # its version counter comes with the output's (Tensor.counter)
-        return new_tensor(out, True, node, layout)
+            return plain_result(op, name, edges, (x,), (a,), versions, saved, out, layout)
+        # The rule gets the gradient in place of the input (see Node).
+        return plain_result(op, name, edges, _UNARY, None, None, saved, out, layout)
 
     unary.__name__ = unary.__qualname__ = op.name
     return unary
@@ -330,30 +326,23 @@ def fast_binary(
         if a._requires_grad:
             edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
         versions: tuple[int | None, ...]
+        saved = out if saves_output else None
         if y is b:  # a Python number
             edges: tuple[Any, ...] = (edge_a, None)
             if saves_inputs:
                 versions = _V0N if a._version is None else (a._version.value, None)
-                arrays = (x, y)
-                node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
-            else:  # the rule gets the gradient in place of the tensor (see Node)
-                kept = (None, y)
-                node = new_node(op, name, NO_ATTRS, edges, kept, kept, None, None, True)
-        else:
-            edge_b = None
-            if b._requires_grad:
-                edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
-            edges = (edge_a, edge_b)
-            if saves_inputs:
-                unwritten = a._version is None and b._version is None
-                versions = _V00 if unwritten else (a.version, b.version)
-                arrays = (x, y)
-                node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
-            else:
-                node = new_node(op, name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
-        if saves_output:
-            node.out = out  # its version counter comes with the output's (Tensor.counter)
-        return new_tensor(out, True, node, layout)
+                return plain_result(op, name, edges, (x, y), (a, b), versions, saved, out, layout)
+            # The rule gets the gradient in place of the tensor (see Node).
+            return plain_result(op, name, edges, (None, y), None, None, saved, out, layout)
+        edge_b = None
+        if b._requires_grad:
+            edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
+        edges = (edge_a, edge_b)
+        if saves_inputs:
+            unwritten = a._version is None and b._version is None
+            versions = _V00 if unwritten else (a.version, b.version)
+            return plain_result(op, name, edges, (x, y), (a, b), versions, saved, out, layout)
+        return plain_result(op, name, edges, _BINARY, None, None, saved, out, layout)
 
     binary.__name__ = binary.__qualname__ = op.name
     return binary
