@@ -336,7 +336,12 @@ def fast_binary(
             return plain_result(op, name, edges, (None, y), None, None, saved, out, layout)
         edge_b = None
         if b._requires_grad:
-            edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
+            edge_b = b.grad_fn
+            if edge_b is None:  # a leaf (a weight): its accumulator without a call to edge()
+                ref = b._accumulator
+                edge_b = ref() if ref is not None else None
+                if edge_b is None:
+                    edge_b = b.edge()
         edges = (edge_a, edge_b)
         if saves_inputs:
             unwritten = a._version is None and b._version is None
