@@ -143,14 +143,16 @@ class Constants(dict[Scalar, Any]):
 
 
 FLOAT32, FLOAT64 = DTYPES["float32"], DTYPES["float64"]
-_NDARRAY = numpy.ndarray  # a global: numpy's attributes load slowly (see registry.NDARRAY)
+# An attribute of the numpy module costs ~300 instructions a load on CPython 3.11 (its loads
+# stay unspecialized), a global ~30: hot paths test array types against this name.
+NDARRAY = numpy.ndarray
 CONSTANTS32, CONSTANTS64 = Constants(FLOAT32), Constants(FLOAT64)
 
 
 def constant(value: Scalar, like: Any) -> Any:
     """``value`` as an operand of a ufunc with the NumPy array ``like`` (see Constants);
     ``value`` itself next to anything else (a Tensor, a CuPy array, another dtype)."""
-    if type(like) is _NDARRAY:
+    if type(like) is NDARRAY:
         dtype = like.dtype
         if dtype is FLOAT32:
             return CONSTANTS32[value]

@@ -14,18 +14,18 @@ import numpy
 
 from engine import autograd
 from engine.errors import InvalidArgument
+from engine.graph import NO_ATTRS
 from engine.ops import elementwise as ew
 from engine.ops import index as ix
 from engine.ops import linalg as la
 from engine.ops import reduce as rd
 from engine.ops import shape as sh
+from engine.ops.fast import fast_binary
 from engine.ops.registry import (
-    NO_ATTRS,
     Primitive,
     apply,
     apply_inplace,
     composite,
-    fast_binary,
 )
 from engine.tensor import Tensor
 

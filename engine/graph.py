@@ -283,9 +283,9 @@ def new_node(
     versions: tuple[int | None, ...] | None = None,
     plain: bool = False,
 ) -> Node:
-    """A new Node: the one place that sets its fields, with ``tensor.plain_result`` for the
-    fast paths' nodes. Node has no ``__init__``: a class call runs it in a nested interpreter
-    call, ~400 instructions more a node than this function."""
+    """A new Node: the one place that sets its fields, but for the fast paths' plain nodes
+    (engine.ops.fast sets them inline). Node has no ``__init__``: a class call runs it in a
+    nested interpreter call, ~400 instructions more a node than this function."""
     node: Node = _new(Node)
     node.op = op
     node.name = name

@@ -12,11 +12,10 @@ from engine import autograd, grad_mode, journal, parallel
 from engine.backend import device_of, to_numpy, xp_of
 from engine.dtypes import DTYPES, legacy_name
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.graph import NO_ATTRS, WRITES, AccumulateGrad, Node, next_order
+from engine.graph import WRITES, AccumulateGrad, Node
 
 if TYPE_CHECKING:
     from engine.graph import GraphNode
-    from engine.ops.registry import Primitive
 
 
 # The C++ type names PyTorch prints when an assigned .grad has the wrong dtype.
@@ -54,56 +53,13 @@ _new = object.__new__
 
 def new_tensor(data: Any, requires_grad: bool, grad_fn: Node | None, layout: Layout) -> Tensor:
     """``Tensor(data, requires_grad, grad_fn, None, layout)`` for the fast paths of
-    engine.ops.registry, which make one an op: a class call runs ``__init__`` in a nested
-    interpreter call, ~700 instructions more a tensor than this function."""
+    engine.ops.fast (which set these fields inline where they record a node): a class
+    call runs ``__init__`` in a nested interpreter call, ~280 instructions more."""
     t: Tensor = _new(Tensor)
     t.data = data
     t._requires_grad = requires_grad
     t.grad = None
     t.grad_fn = grad_fn
-    t._version = None
-    t._base = None
-    t._retains_grad = False
-    t._accumulator = None
-    t._layout = layout
-    return t
-
-
-def plain_result(
-    op: Primitive,
-    name: str,
-    edges: tuple[GraphNode | None, ...],
-    arrays: tuple[Any, ...],
-    inputs: tuple[Any, ...] | None,
-    versions: tuple[int | None, ...] | None,
-    saved: Any,
-    data: Any,
-    layout: Layout,
-) -> Tensor:
-    """The output of a fast-path op (engine.ops.registry) with its plain node: ``new_node``'s
-    fields (``arrays`` doubling as ``metas``, ``saved`` the output it keeps or None) and
-    ``new_tensor``'s, set in one call rather than two (~430 instructions an op less)."""
-    node: Node = _new(Node)
-    node.op = op
-    node.name = name
-    node.attrs = NO_ATTRS
-    node.edges = edges
-    node.arrays = arrays
-    node.metas = arrays
-    node.inputs = inputs
-    node.versions = versions
-    node.plain = True
-    node.freed = False
-    node.retained = None
-    node.out = saved  # its version counter comes with the output's (Tensor.counter)
-    node.out_version = None
-    node.out_versions = 0
-    node.order = next_order()
-    t: Tensor = _new(Tensor)
-    t.data = data
-    t._requires_grad = True
-    t.grad = None
-    t.grad_fn = node
     t._version = None
     t._base = None
     t._retains_grad = False

@@ -13,8 +13,9 @@ import numpy
 
 from engine import dtypes
 from engine.backend import xp_of
+from engine.dtypes import NDARRAY
 from engine.errors import InvalidArgument
-from engine.ops.registry import BOTH, FLOAT, INPUTS, KEEP, NDARRAY, OUTPUT, Primitive, primitive
+from engine.ops.registry import BOTH, FLOAT, INPUTS, KEEP, OUTPUT, Primitive, primitive
 
 
 def _xp(*args: Any) -> Any:
@@ -54,7 +55,7 @@ def _binary(a: Any, b: Any) -> None:
 # (PyTorch's ``needs_input_grad``); on large arrays that saves whole passes over memory. Rules
 # test ``isinstance(b, _NUMBERS)`` inline: a helper call cost more than the test.
 _NUMBERS = (int, float)
-_sin, _cos = numpy.sin, numpy.cos  # see NDARRAY: globals load faster than numpy's attributes
+_sin, _cos = numpy.sin, numpy.cos  # see dtypes.NDARRAY: globals load faster
 
 
 # ----- arithmetic -----

@@ -30,10 +30,11 @@ import numpy
 
 from engine import dtypes, grad_mode, parallel
 from engine.backend import device_of, xp_of
-from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64
+from engine.dtypes import NDARRAY
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.graph import NO_ATTRS, Node
-from engine.tensor import Layout, Tensor, new_tensor, plain_result
+from engine.graph import Node
+from engine.ops.fast import fast_binary, fast_unary
+from engine.tensor import Tensor
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -194,16 +195,6 @@ def _as_array(value: Any, like: Any) -> Any:
 
 
 _NUMBERS = (int, float)  # bool is an int; a tuple is tested faster than a union
-# An attribute of the numpy module costs ~300 instructions a load on CPython 3.11 (its loads
-# stay unspecialized), a global ~30: hot paths test array types against this name.
-NDARRAY = numpy.ndarray
-_SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
-_OPERANDS = _SCALARS | {Tensor}  # right operands that ``fast_binary``'s ``operand`` keeps
-
-
-_UNARY = (None,)  # what a plain node that keeps no inputs holds for them: None for a tensor
-_BINARY = (None, None)
-_V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were never written
 
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
@@ -214,168 +205,6 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
         if len(args) == 2:
             return op.binary(args[0], args[1])
     return _apply(op, args, attrs)
-
-
-# The fast paths, ``Primitive.unary`` and ``Primitive.binary``: an elementwise op on small
-# floating tensors (not 0-d) of one layout (``Tensor.layout``), or on one such tensor and a
-# Python number. No promotion, no broadcasting, no threads: this runs once per op of every
-# graph, so the common case goes first and straight. Anything else takes the general path,
-# ``_apply``. Each op gets its own function, built once: Tensor methods are that function
-# itself (one Python call an op fewer than a method calling ``apply``), and what it reads of
-# ``op`` are closure cells rather than attribute loads.
-
-
-def _closure_fields(op: Primitive) -> tuple[Callable[..., Any] | None, str, bool, bool, bool]:
-    """What a fast path reads of its op, to keep in closure cells."""
-    return op.ufunc, op.fixed_name, op.saves_inputs, op.saves_output, op.differentiable
-
-
-def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
-    """``apply(op, (a,), {})`` as a function of ``a``, for an op with ``op.fast``."""
-    ufunc, name, saves_inputs, saves_output, differentiable = _closure_fields(op)
-    off, mode = grad_mode.OFF, grad_mode.GRAD_MODE
-
-    def unary(a: Any) -> Tensor:
-        layout = a._layout if type(a) is Tensor else False
-        if layout is None:
-            layout = a.layout()
-        if not layout:
-            return _apply(op, (a,), NO_ATTRS)
-        x = a.data
-        if ufunc is not None and type(x) is NDARRAY:
-            out = ufunc(x)  # of the input's dtype, for floats
-        else:
-            out = _forward(op, (x,))
-            if not _fits(out, layout):
-                return _other(op, (a,), (x,), out, a._requires_grad)
-        if not (
-            a._requires_grad
-            and differentiable
-            and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
-        ):
-            return new_tensor(out, False, None, layout)
-        edges = (a.grad_fn if a.grad_fn is not None else a.edge(),)
-        saved = out if saves_output else None
-        if saves_inputs:
-            versions = _V0 if a._version is None else (a._version.value,)
-            return plain_result(op, name, edges, (x,), (a,), versions, saved, out, layout)
-        # The rule gets the gradient in place of the input (see Node).
-        return plain_result(op, name, edges, _UNARY, None, None, saved, out, layout)
-
-    unary.__name__ = unary.__qualname__ = op.name
-    return unary
-
-
-def fast_binary(
-    op: Primitive, operand: Callable[[Any], Any] | None = None
-) -> Callable[[Any, Any], Tensor]:
-    """``apply(op, (a, b), {})`` as a function of ``a`` and ``b``, for an op with ``op.fast``.
-
-    ``operand``, for operators: what turns a right operand other than a Tensor or a Python
-    number into one (NumPy scalars) or raises, before the op sees it.
-    """
-    ufunc, name, saves_inputs, saves_output, differentiable = _closure_fields(op)
-    off, mode = grad_mode.OFF, grad_mode.GRAD_MODE
-
-    def binary(a: Any, b: Any) -> Tensor:
-        layout = a._layout if type(a) is Tensor else False
-        if layout is None:
-            layout = a.layout()
-        if not layout:
-            if operand is not None and type(b) not in _OPERANDS:
-                b = operand(b)
-            return _apply(op, (a, b), NO_ATTRS)
-        x = a.data
-        if type(b) is Tensor:
-            other = b._layout
-            if other is None:
-                other = b.layout()
-            if other is not layout and other != layout:
-                return _apply(op, (a, b), NO_ATTRS)
-            y = b.data
-            needs_grad = a._requires_grad or b._requires_grad
-        elif type(b) in _SCALARS:
-            y = b
-            needs_grad = a._requires_grad
-            # A ufunc takes a Python number faster as a 0-d array of the tensor's dtype
-            # (dtypes.constant, inline: the layout has the dtype at hand).
-            dtype = layout[1]
-            if dtype is FLOAT32:
-                c = CONSTANTS32[b]
-            elif dtype is FLOAT64:
-                c = CONSTANTS64[b]
-            else:
-                c = b
-        elif operand is not None:
-            return op.binary(a, operand(b))  # whose fallback for what is left is _apply
-        else:
-            return _apply(op, (a, b), NO_ATTRS)
-        if ufunc is not None and type(x) is NDARRAY:
-            out = ufunc(x, y if y is not b else c)  # of the inputs' dtype (NEP 50 for numbers)
-        else:
-            out = _forward(op, (x, y))
-            if not _fits(out, layout):
-                return _other(op, (a, b), (x, y), out, needs_grad)
-        if not (
-            needs_grad
-            and differentiable
-            and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
-        ):
-            return new_tensor(out, False, None, layout)
-        edge_a = None
-        if a._requires_grad:
-            edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
-        versions: tuple[int | None, ...]
-        saved = out if saves_output else None
-        if y is b:  # a Python number
-            edges: tuple[Any, ...] = (edge_a, None)
-            if saves_inputs:
-                versions = _V0N if a._version is None else (a._version.value, None)
-                return plain_result(op, name, edges, (x, y), (a, b), versions, saved, out, layout)
-            # The rule gets the gradient in place of the tensor (see Node).
-            return plain_result(op, name, edges, (None, y), None, None, saved, out, layout)
-        edge_b = None
-        if b._requires_grad:
-            edge_b = b.grad_fn
-            if edge_b is None:  # a leaf (a weight): its accumulator without a call to edge()
-                ref = b._accumulator
-                edge_b = ref() if ref is not None else None
-                if edge_b is None:
-                    edge_b = b.edge()
-        edges = (edge_a, edge_b)
-        if saves_inputs:
-            unwritten = a._version is None and b._version is None
-            versions = _V00 if unwritten else (a.version, b.version)
-            return plain_result(op, name, edges, (x, y), (a, b), versions, saved, out, layout)
-        return plain_result(op, name, edges, _BINARY, None, None, saved, out, layout)
-
-    binary.__name__ = binary.__qualname__ = op.name
-    return binary
-
-
-def _forward(op: Primitive, arrays: tuple[Any, ...]) -> Any:
-    """The fast paths' forward where no ufunc does (another op, another backend)."""
-    out = op.forward(*arrays)
-    if type(out) is not NDARRAY:
-        out = _as_array(out, arrays[0])  # a CuPy array
-    return out
-
-
-def _fits(out: Any, layout: Layout) -> bool:
-    """Whether ``out`` has the inputs' layout (it has not where an op makes bools, say)."""
-    assert layout
-    return out.dtype == layout[1] and out.shape == layout[2] and type(out) is layout[0]
-
-
-def _other(
-    op: Primitive, args: tuple[Any, ...], arrays: tuple[Any, ...], out: Any, needs_grad: bool
-) -> Tensor:
-    """The fast paths' result where ``out`` does not fit the inputs: a general node."""
-    record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
-    result = Tensor(out, record and out.dtype.kind == "f")
-    if result._requires_grad:
-        result.grad_fn = Node.record(op, args, list(arrays), NO_ATTRS, result)
-    return result
 
 
 def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:

@@ -491,7 +491,7 @@ def test_tanh_rule_with_a_constant_one(dtype: str) -> None:
     ids=["sin", "exp", "neg", "mul", "div-number", "add", "sub-number"],
 )  # fmt: skip
 def test_plain_results_set_every_field(fn: Callable[[Any, Any], Any]) -> None:
-    """``tensor.plain_result`` sets the fields that ``new_node`` and ``Tensor`` set."""
+    """The fast paths set every field of a plain node and its output (engine.ops.fast)."""
     x = E.tensor(_array((4,), "float32"), requires_grad=True)
     w = E.tensor(_array((4,), "float32"), requires_grad=True)
     out = fn(x, w)
