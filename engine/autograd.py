@@ -212,23 +212,16 @@ def run_backward(
     if ready:
         node = heapq.heappop(ready)[1]
         g = grads.pop(node)
+    # The common pass (every node runs, no graph of the rules): plain nodes take a short way.
+    simple = target_set is None and not create_graph
     with grad_mode.set_grad_enabled(create_graph), parallel.Deferred():
         while node is not None:
             if sums:
                 sums.pop(id(g), None)
-            edges = node.edges
-            if target_set is not None:
-                if node in target_set:
-                    captured[node] = g
-                if not any(c in needed for c in edges if c is not None):  # type: ignore[operator]
-                    edges = ()  # the node need not run: nothing below it is needed
-            if node.retained:  # PyTorch fills these on every path to a target, targets included
-                _retain(node, g, retained)
             op = node.op
+            edges = node.edges
             n = len(edges)
-            if not n:
-                results: tuple[Any, ...] = ()
-            elif node.plain and not create_graph and op.vjp is not None:
+            if simple and node.plain and not node.retained and op.vjp is not None:
                 # Node.run's common case, inlined: this runs once per node.
                 if op.saves:
                     if node.freed or node.order > mark:
@@ -244,43 +237,53 @@ def run_backward(
                     results = op.vjp(g, node.out, arrays[0], arrays[1])
                 if len(results) != n:
                     results = node.complete(results)
-                if needed is None:
-                    # The loop below in short, for what plain nodes mostly have: a second edge
-                    # into a leaf or none (x * w, x / 2.0), and a first into a node reached for
-                    # the first time and the newest with a gradient (a chain): it runs next.
-                    if n == 2:
-                        leaf = edges[1]
-                        gi = results[1]
-                        if leaf is None or gi is None:
-                            n = 1
-                        elif type(leaf) is AccumulateGrad and gi.size <= _PART_SIZE:
-                            parts = leaf_parts.get(leaf)
-                            if parts is None:
-                                leaf_parts[leaf] = [gi]
-                            else:
-                                parts.append(gi)
-                            n = 1  # the loop below takes the first edge only
-                    if n == 1:
-                        child = edges[0]
-                        gi = results[0]
-                        if (
-                            type(child) is Node
-                            and gi is not None
-                            and child not in grads
-                            and (not ready or child.order < ready[0][0])
-                        ):
-                            node, g = child, gi
-                            continue
+                # The loop below in short, for what plain nodes mostly have: a second edge
+                # into a leaf or none (x * w, x / 2.0), and a first into a node reached for
+                # the first time and the newest with a gradient (a chain): it runs next.
+                if n == 2:
+                    leaf = edges[1]
+                    gi = results[1]
+                    if leaf is None or gi is None:
+                        n = 1
+                    elif type(leaf) is AccumulateGrad and gi.size <= _PART_SIZE:
+                        parts = leaf_parts.get(leaf)
+                        if parts is None:
+                            leaf_parts[leaf] = [gi]
+                        else:
+                            parts.append(gi)
+                        n = 1  # the loop below takes the first edge only
+                if n == 1:
+                    child = edges[0]
+                    gi = results[0]
+                    if (
+                        type(child) is Node
+                        and gi is not None
+                        and child not in grads
+                        and (not ready or child.order < ready[0][0])
+                    ):
+                        node, g = child, gi
+                        continue
             else:
-                if op.saves:
-                    node.check_saved()
-                    executed.append(node)
-                adding = None
-                if op.elementwise and not create_graph and g.size >= parallel.MIN_SIZE:
-                    adding = _run_adding(node, edges, g, grads, sums)
+                if target_set is not None:
+                    if node in target_set:
+                        captured[node] = g
+                    if not any(c in needed for c in edges if c is not None):  # type: ignore[operator]
+                        edges = ()  # the node need not run: nothing below it is needed
+                        n = 0
+                if node.retained:  # PyTorch fills these on every path to a target, targets too
+                    _retain(node, g, retained)
+                if not n:
+                    results = ()
                 else:
-                    parallel.flush()  # the rule reads its arrays at once
-                results = adding if adding is not None else node.run(g, create_graph)
+                    if op.saves:
+                        node.check_saved()
+                        executed.append(node)
+                    adding = None
+                    if op.elementwise and not create_graph and g.size >= parallel.MIN_SIZE:
+                        adding = _run_adding(node, edges, g, grads, sums)
+                    else:
+                        parallel.flush()  # the rule reads its arrays at once
+                    results = adding if adding is not None else node.run(g, create_graph)
             fit = not node.plain
             metas = node.metas
             # The node to run next is the newest of those with a gradient: in a chain, the one

@@ -109,3 +109,53 @@ def result_type(operands: list[tuple[numpy.dtype[Any], int] | Scalar]) -> numpy.
     result = _combine(dim, _combine(zero, wrapped))
     assert result is not None
     return result
+
+
+class Constants(dict[Scalar, Any]):
+    """Python numbers as read-only 0-d NumPy arrays of one floating dtype, made once each.
+
+    A ufunc given a Python number converts it to the array's dtype on every call (NEP 50),
+    which costs as much as the ufunc itself on a few elements; given the 0-d array of that
+    dtype it computes the same values. ``table[value]`` is that array, or the number itself
+    where the conversion is not a plain rounding (zero, whose sign the key loses; nan, which
+    no key finds; values out of range, whose conversion warns) or the table is full.
+    """
+
+    _MAX = 1024
+
+    def __init__(self, dtype: numpy.dtype[Any]) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def __missing__(self, value: Scalar) -> Any:
+        if value == 0 or value != value or len(self) >= self._MAX:
+            return value
+        with numpy.errstate(all="raise"):
+            try:
+                constant = numpy.asarray(value, self.dtype)
+            except (FloatingPointError, OverflowError):
+                return value
+        if type(value) is not float and constant.item() != value:  # an int it rounds
+            return value
+        constant.flags.writeable = False
+        self[value] = constant
+        return constant
+
+
+FLOAT32, FLOAT64 = DTYPES["float32"], DTYPES["float64"]
+# An attribute of the numpy module costs ~300 instructions a load on CPython 3.11 (its loads
+# stay unspecialized), a global ~30: hot paths test array types against this name.
+NDARRAY = numpy.ndarray
+CONSTANTS32, CONSTANTS64 = Constants(FLOAT32), Constants(FLOAT64)
+
+
+def constant(value: Scalar, like: Any) -> Any:
+    """``value`` as an operand of a ufunc with the NumPy array ``like`` (see Constants);
+    ``value`` itself next to anything else (a Tensor, a CuPy array, another dtype)."""
+    if type(like) is NDARRAY:
+        dtype = like.dtype
+        if dtype is FLOAT32:
+            return CONSTANTS32[value]
+        if dtype is FLOAT64:
+            return CONSTANTS64[value]
+    return value

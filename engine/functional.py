@@ -14,18 +14,18 @@ import numpy
 
 from engine import autograd
 from engine.errors import InvalidArgument
+from engine.graph import NO_ATTRS
 from engine.ops import elementwise as ew
 from engine.ops import index as ix
 from engine.ops import linalg as la
 from engine.ops import reduce as rd
 from engine.ops import shape as sh
+from engine.ops.fast import fast_binary
 from engine.ops.registry import (
-    NO_ATTRS,
     Primitive,
     apply,
     apply_inplace,
     composite,
-    fast_binary,
 )
 from engine.tensor import Tensor
 
@@ -73,12 +73,13 @@ def _raw(value: Any) -> Any:
 @composite("sub")
 def sub(a: Operand, b: Operand) -> Tensor:
     # Bools are refused here, before type promotion turns a bool tensor into an integer one
-    # (inline: ``x - b`` is one op in eight of a typical chain).
+    # (inline: ``x - b`` is one op in eight of a typical chain). A tensor with a layout (the
+    # fast path's, worked out once: floating) is no bool, and its dtype need not be read.
     if type(a) is Tensor:
         if (
             type(b) is bool
-            or a.data.dtype.kind == "b"
-            or (type(b) is Tensor and b.data.dtype.kind == "b")
+            or (not a._layout and a.data.dtype.kind == "b")
+            or (type(b) is Tensor and not b._layout and b.data.dtype.kind == "b")
         ):
             ew.refuse_bool_subtraction(a.data, _raw(b))
         return _SUB(a, b)

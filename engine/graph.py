@@ -61,7 +61,7 @@ class Meta:
 # visiting the smallest number first (a heap) runs a node only after every node that feeds
 # it a gradient. PyTorch orders its ready queue by the same sequence numbers.
 _ORDER = itertools.count(0, -1)
-_next_order = _ORDER.__next__  # a bound method: cheaper to call than ``next(_ORDER)``
+next_order = _ORDER.__next__  # a bound method: cheaper to call than ``next(_ORDER)``
 
 
 class Writes:
@@ -75,10 +75,12 @@ class Writes:
 
     def note(self) -> None:
         """A tensor was just written in place."""
-        self.mark = _next_order()
+        self.mark = next_order()
 
 
 WRITES = Writes()
+
+NO_ATTRS: dict[str, Any] = {}  # the attributes of most calls; never written to
 
 
 class Node:
@@ -281,8 +283,9 @@ def new_node(
     versions: tuple[int | None, ...] | None = None,
     plain: bool = False,
 ) -> Node:
-    """A new Node: the one place that sets its fields. Node has no ``__init__``: a class call
-    runs it in a nested interpreter call, ~400 instructions more a node than this function."""
+    """A new Node: the one place that sets its fields, but for the fast paths' plain nodes
+    (engine.ops.fast sets them inline). Node has no ``__init__``: a class call runs it in a
+    nested interpreter call, ~400 instructions more a node than this function."""
     node: Node = _new(Node)
     node.op = op
     node.name = name
@@ -298,7 +301,7 @@ def new_node(
     node.out = None
     node.out_version = None
     node.out_versions = 0
-    node.order = _next_order()
+    node.order = next_order()
     return node
 
 

@@ -48,6 +48,26 @@ class VersionCounter:
         self.value = 0
 
 
+_new = object.__new__
+
+
+def new_tensor(data: Any, requires_grad: bool, grad_fn: Node | None, layout: Layout) -> Tensor:
+    """``Tensor(data, requires_grad, grad_fn, None, layout)`` for the fast paths of
+    engine.ops.fast (which set these fields inline where they record a node): a class
+    call runs ``__init__`` in a nested interpreter call, ~280 instructions more."""
+    t: Tensor = _new(Tensor)
+    t.data = data
+    t._requires_grad = requires_grad
+    t.grad = None
+    t.grad_fn = grad_fn
+    t._version = None
+    t._base = None
+    t._retains_grad = False
+    t._accumulator = None
+    t._layout = layout
+    return t
+
+
 def owned(array: Any) -> Any:
     """``array`` itself when nothing else can see its memory, else a writable copy."""
     if isinstance(array, numpy.generic):  # NumPy reductions of 0-d arrays give scalars

@@ -13,6 +13,7 @@ import numpy
 
 from engine import dtypes
 from engine.backend import xp_of
+from engine.dtypes import NDARRAY
 from engine.errors import InvalidArgument
 from engine.ops.registry import BOTH, FLOAT, INPUTS, KEEP, OUTPUT, Primitive, primitive
 
@@ -54,6 +55,7 @@ def _binary(a: Any, b: Any) -> None:
 # (PyTorch's ``needs_input_grad``); on large arrays that saves whole passes over memory. Rules
 # test ``isinstance(b, _NUMBERS)`` inline: a helper call cost more than the test.
 _NUMBERS = (int, float)
+_sin, _cos = numpy.sin, numpy.cos  # see dtypes.NDARRAY: globals load faster
 
 
 # ----- arithmetic -----
@@ -121,7 +123,9 @@ def mul(a: Any, b: Any) -> Any:
 
 @mul.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g * b, None if isinstance(b, _NUMBERS) else g * a
+    if isinstance(b, _NUMBERS):
+        return g * dtypes.constant(b, g), None
+    return g * b, g * a
 
 
 @primitive(
@@ -140,7 +144,9 @@ def div(a: Any, b: Any) -> Any:
 
 @div.defvjp
 def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
-    return g / b, None if isinstance(b, _NUMBERS) else -g * a / (b * b)
+    if isinstance(b, _NUMBERS):
+        return g / dtypes.constant(b, g), None
+    return g / b, -g * a / (b * b)
 
 
 @primitive("floor_divide", node="NotImplemented", elementwise=True)
@@ -327,7 +333,7 @@ def sin(x: Any) -> Any:
 
 @sin.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (g * (numpy.cos(x) if type(x) is numpy.ndarray else cos(x)),)
+    return (g * (_cos(x) if type(x) is NDARRAY else cos(x)),)
 
 
 @primitive("cos", node="CosBackward0", saves=INPUTS, dtype=FLOAT, elementwise=True, ufunc="cos")
@@ -337,7 +343,7 @@ def cos(x: Any) -> Any:
 
 @cos.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (-g * (numpy.sin(x) if type(x) is numpy.ndarray else sin(x)),)
+    return (-g * (_sin(x) if type(x) is NDARRAY else sin(x)),)
 
 
 @primitive("tan", node="TanBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True, ufunc="tan")
@@ -357,7 +363,7 @@ def tanh(x: Any) -> Any:
 
 @tanh.defvjp
 def _(g: Any, out: Any, x: Any) -> tuple[Any, ...]:
-    return (g * (1 - out * out),)
+    return (g * (dtypes.constant(1, out) - out * out),)
 
 
 @primitive("sigmoid", node="SigmoidBackward0", saves=OUTPUT, dtype=FLOAT, elementwise=True)

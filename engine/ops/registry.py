@@ -30,9 +30,11 @@ import numpy
 
 from engine import dtypes, grad_mode, parallel
 from engine.backend import device_of, xp_of
+from engine.dtypes import NDARRAY
 from engine.errors import FailedPrecondition, InvalidArgument
-from engine.graph import Node, new_node
-from engine.tensor import Layout, Tensor
+from engine.graph import Node
+from engine.ops.fast import fast_binary, fast_unary
+from engine.tensor import Tensor
 
 # What a node keeps for its backward rule.
 NOTHING = 0  # only shapes and dtypes: the node can run again after its buffers are freed
@@ -89,7 +91,7 @@ class Primitive:
 
     def __call__(self, *args: Any, **attrs: Any) -> Any:
         # Rules call unary ops on arrays (``cos(x)`` in sin's): the ufunc is the forward there.
-        if self.ufunc is not None and len(args) == 1 and type(args[0]) is numpy.ndarray:
+        if self.ufunc is not None and len(args) == 1 and type(args[0]) is NDARRAY:
             return self.ufunc(args[0])
         for a in args:
             if isinstance(a, Tensor):
@@ -193,14 +195,6 @@ def _as_array(value: Any, like: Any) -> Any:
 
 
 _NUMBERS = (int, float)  # bool is an int; a tuple is tested faster than a union
-_SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
-_OPERANDS = _SCALARS | {Tensor}  # right operands that ``fast_binary``'s ``operand`` keeps
-
-
-NO_ATTRS: dict[str, Any] = {}  # the attributes of most calls; never written to
-_UNARY = (None,)  # what a plain node that keeps no inputs holds for them: None for a tensor
-_BINARY = (None, None)
-_V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were never written
 
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
@@ -211,164 +205,6 @@ def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor
         if len(args) == 2:
             return op.binary(args[0], args[1])
     return _apply(op, args, attrs)
-
-
-# The fast paths, ``Primitive.unary`` and ``Primitive.binary``: an elementwise op on small
-# floating tensors (not 0-d) of one layout (``Tensor.layout``), or on one such tensor and a
-# Python number. No promotion, no broadcasting, no threads: this runs once per op of every
-# graph, so the common case goes first and straight. Anything else takes the general path,
-# ``_apply``. Each op gets its own function, built once: Tensor methods are that function
-# itself (one Python call an op fewer than a method calling ``apply``), and what it reads of
-# ``op`` are closure cells rather than attribute loads.
-
-
-def _closure_fields(op: Primitive) -> tuple[Callable[..., Any] | None, str, bool, bool, bool]:
-    """What a fast path reads of its op, to keep in closure cells."""
-    return op.ufunc, op.fixed_name, op.saves_inputs, op.saves_output, op.differentiable
-
-
-def fast_unary(op: Primitive) -> Callable[[Any], Tensor]:
-    """``apply(op, (a,), {})`` as a function of ``a``, for an op with ``op.fast``."""
-    ufunc, name, saves_inputs, saves_output, differentiable = _closure_fields(op)
-    off, mode = grad_mode.OFF, grad_mode.GRAD_MODE
-
-    def unary(a: Any) -> Tensor:
-        layout = a._layout if type(a) is Tensor else False
-        if layout is None:
-            layout = a.layout()
-        if not layout:
-            return _apply(op, (a,), NO_ATTRS)
-        x = a.data
-        if ufunc is not None and type(x) is numpy.ndarray:
-            out = ufunc(x)  # of the input's dtype, for floats
-        else:
-            out = _forward(op, (x,))
-            if not _fits(out, layout):
-                return _other(op, (a,), (x,), out, a._requires_grad)
-        if not (
-            a._requires_grad
-            and differentiable
-            and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
-        ):
-            return Tensor(out, False, None, None, layout)
-        edges = (a.grad_fn if a.grad_fn is not None else a.edge(),)
-        if saves_inputs:
-            versions = _V0 if a._version is None else (a._version.value,)
-            arrays = (x,)
-            node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a,), versions, True)
-        else:  # the rule gets the gradient in place of the input (see Node)
-            node = new_node(op, name, NO_ATTRS, edges, _UNARY, _UNARY, None, None, True)
-        if saves_output:
-            node.out = out  # its version counter comes with the output's (Tensor.counter)
-        return Tensor(out, True, node, None, layout)
-
-    unary.__name__ = unary.__qualname__ = op.name
-    return unary
-
-
-def fast_binary(
-    op: Primitive, operand: Callable[[Any], Any] | None = None
-) -> Callable[[Any, Any], Tensor]:
-    """``apply(op, (a, b), {})`` as a function of ``a`` and ``b``, for an op with ``op.fast``.
-
-    ``operand``, for operators: what turns a right operand other than a Tensor or a Python
-    number into one (NumPy scalars) or raises, before the op sees it.
-    """
-    ufunc, name, saves_inputs, saves_output, differentiable = _closure_fields(op)
-    off, mode = grad_mode.OFF, grad_mode.GRAD_MODE
-
-    def binary(a: Any, b: Any) -> Tensor:
-        layout = a._layout if type(a) is Tensor else False
-        if layout is None:
-            layout = a.layout()
-        if not layout:
-            if operand is not None and type(b) not in _OPERANDS:
-                b = operand(b)
-            return _apply(op, (a, b), NO_ATTRS)
-        x = a.data
-        if type(b) is Tensor:
-            other = b._layout
-            if other is None:
-                other = b.layout()
-            if other is not layout and other != layout:
-                return _apply(op, (a, b), NO_ATTRS)
-            y = b.data
-            needs_grad = a._requires_grad or b._requires_grad
-        elif type(b) in _SCALARS:
-            y = b
-            needs_grad = a._requires_grad
-        elif operand is not None:
-            return op.binary(a, operand(b))  # whose fallback for what is left is _apply
-        else:
-            return _apply(op, (a, b), NO_ATTRS)
-        if ufunc is not None and type(x) is numpy.ndarray:
-            out = ufunc(x, y)  # of the inputs' dtype: floats, with Python numbers (NEP 50)
-        else:
-            out = _forward(op, (x, y))
-            if not _fits(out, layout):
-                return _other(op, (a, b), (x, y), out, needs_grad)
-        if not (
-            needs_grad
-            and differentiable
-            and (off.threads == 0 or mode.enabled)  # is_grad_enabled()
-        ):
-            return Tensor(out, False, None, None, layout)
-        edge_a = None
-        if a._requires_grad:
-            edge_a = a.grad_fn if a.grad_fn is not None else a.edge()
-        versions: tuple[int | None, ...]
-        if y is b:  # a Python number
-            edges: tuple[Any, ...] = (edge_a, None)
-            if saves_inputs:
-                versions = _V0N if a._version is None else (a._version.value, None)
-                arrays = (x, y)
-                node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
-            else:  # the rule gets the gradient in place of the tensor (see Node)
-                kept = (None, y)
-                node = new_node(op, name, NO_ATTRS, edges, kept, kept, None, None, True)
-        else:
-            edge_b = None
-            if b._requires_grad:
-                edge_b = b.grad_fn if b.grad_fn is not None else b.edge()
-            edges = (edge_a, edge_b)
-            if saves_inputs:
-                unwritten = a._version is None and b._version is None
-                versions = _V00 if unwritten else (a.version, b.version)
-                arrays = (x, y)
-                node = new_node(op, name, NO_ATTRS, edges, arrays, arrays, (a, b), versions, True)
-            else:
-                node = new_node(op, name, NO_ATTRS, edges, _BINARY, _BINARY, None, None, True)
-        if saves_output:
-            node.out = out  # its version counter comes with the output's (Tensor.counter)
-        return Tensor(out, True, node, None, layout)
-
-    binary.__name__ = binary.__qualname__ = op.name
-    return binary
-
-
-def _forward(op: Primitive, arrays: tuple[Any, ...]) -> Any:
-    """The fast paths' forward where no ufunc does (another op, another backend)."""
-    out = op.forward(*arrays)
-    if type(out) is not numpy.ndarray:
-        out = _as_array(out, arrays[0])  # a CuPy array
-    return out
-
-
-def _fits(out: Any, layout: Layout) -> bool:
-    """Whether ``out`` has the inputs' layout (it has not where an op makes bools, say)."""
-    assert layout
-    return out.dtype == layout[1] and out.shape == layout[2] and type(out) is layout[0]
-
-
-def _other(
-    op: Primitive, args: tuple[Any, ...], arrays: tuple[Any, ...], out: Any, needs_grad: bool
-) -> Tensor:
-    """The fast paths' result where ``out`` does not fit the inputs: a general node."""
-    record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
-    result = Tensor(out, record and out.dtype.kind == "f")
-    if result._requires_grad:
-        result.grad_fn = Node.record(op, args, list(arrays), NO_ATTRS, result)
-    return result
 
 
 def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
@@ -416,7 +252,7 @@ def _apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tenso
         out = parallel.run(op.forward, arrays, attrs)
     if out is None:
         out = op.forward(*arrays, **attrs) if attrs else op.forward(*arrays)
-    if first is not None and type(out) is not numpy.ndarray:
+    if first is not None and type(out) is not NDARRAY:
         out = _as_array(out, first)  # NumPy gives scalars for 0-d results
     record = needs_grad and op.differentiable and grad_mode.is_grad_enabled()
     if record and out.dtype.kind != "f":

@@ -430,3 +430,75 @@ def test_sign_of_bools_and_in_place_subtraction_of_bools() -> None:
     _same_error(lambda L, x: x.sub_(True), f)
     _same_error(lambda L, x: x.sub_(L.tensor([True, False])), f)
     _same_error(lambda L, x: True - x, f)
+
+
+NUMBERS = [2.0, 0.1, -3.5, 1, 7, True, 0, 0.0, -0.0, float("nan"), float("inf"), -float("inf"),
+           1e300, 1e-300, 10**40, 2**25 + 1, 2**60]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("number", NUMBERS, ids=repr)
+def test_python_numbers_as_cached_constants_compute_numpys_values(number: Any, dtype: str) -> None:
+    """The fast path and the mul/div rules hand ufuncs a cached 0-d array for a Python number
+    (dtypes.Constants): bit for bit what NumPy computes with the number itself (NEP 50)."""
+    a = _array((4,), dtype, low=-2.0)
+    with numpy.errstate(all="ignore"):
+        for name, fn in [("mul", numpy.multiply), ("div", numpy.divide), ("add", numpy.add)]:
+            x = E.tensor(a, requires_grad=True)
+            out = BINARY[name](x, number)
+            assert out.grad_fn is not None and out.grad_fn.plain
+            numpy.testing.assert_array_equal(out.detach().numpy(), fn(a, number), strict=True)
+            g = _array((4,), dtype, low=-2.0)
+            out.backward(E.tensor(g))
+            assert x.grad is not None
+            want = {"mul": g * number, "div": g / number, "add": g}[name]
+            numpy.testing.assert_array_equal(x.grad.numpy(), want, strict=True)
+    constant = E.dtypes.constant(number, a)
+    if isinstance(constant, numpy.ndarray):
+        assert constant.shape == () and constant.dtype == a.dtype
+        assert not constant.flags.writeable
+        assert type(number) is float or constant.item() == number  # ints only where exact
+    else:
+        assert constant is number
+
+
+def test_constant_tables_are_bounded_and_keep_other_operands() -> None:
+    table = E.dtypes.Constants(numpy.dtype("float32"))
+    for i in range(table._MAX + 10):
+        table[i + 0.5]
+    assert len(table) == table._MAX
+    assert table[10**6 + 0.5] == 10**6 + 0.5  # past the bound: the number itself
+    t = E.tensor([1.0, 2.0])
+    assert E.dtypes.constant(2.0, t) == 2.0  # next to a Tensor (create_graph): the number
+    assert E.dtypes.constant(2.0, numpy.ones(2, numpy.float16)) == 2.0  # no table for float16
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tanh_rule_with_a_constant_one(dtype: str) -> None:
+    _compare(lambda L, x: x.tanh(), [_array((3, 4), dtype, low=-2.0)], plain=True)
+    a = _array((4,), dtype, low=-2.0)
+    x = E.tensor(a, requires_grad=True)
+    x.tanh().sum().backward()
+    assert x.grad is not None
+    out = numpy.tanh(a)
+    numpy.testing.assert_array_equal(x.grad.numpy(), 1 - out * out, strict=True)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [lambda x, w: x.sin(), lambda x, w: x.exp(), lambda x, w: x.neg(), lambda x, w: x * w,
+     lambda x, w: x / 2.0, lambda x, w: x + w, lambda x, w: x - 1],
+    ids=["sin", "exp", "neg", "mul", "div-number", "add", "sub-number"],
+)  # fmt: skip
+def test_plain_results_set_every_field(fn: Callable[[Any, Any], Any]) -> None:
+    """The fast paths set every field of a plain node and its output (engine.ops.fast)."""
+    x = E.tensor(_array((4,), "float32"), requires_grad=True)
+    w = E.tensor(_array((4,), "float32"), requires_grad=True)
+    out = fn(x, w)
+    node = out.grad_fn
+    assert node is not None and node.plain
+    for obj, slots in ((node, Node.__slots__), (out, E.Tensor.__slots__)):
+        for slot in slots:
+            if slot != "__weakref__":
+                getattr(obj, slot)  # an unset slot raises AttributeError
+    assert out._layout is x._layout and out._version is None and node.attrs == {}
