@@ -151,13 +151,15 @@ class Node:
         if op.saves_inputs:
             versions: list[int | None] = [None] * n
             metas = arrays  # the saved arrays also give _fit each input's shape and dtype,
+            needed = _needed(op.needs, args, arrays)
             for i, a in enumerate(args):
                 array = arrays[i]
                 if array is a:
                     continue
                 if a._requires_grad:
                     edges[i] = a.grad_fn if a.grad_fn is not None else a.edge()
-                versions[i] = a.version
+                if needed is None or needed[i]:
+                    versions[i] = a.version
                 if array is not a.data:  # except where a cast made a new array
                     if metas is arrays:
                         metas = list(arrays)
@@ -306,6 +308,17 @@ def new_node(
 
 
 GraphNode: TypeAlias = Node | AccumulateGrad
+
+
+def _needed(
+    needs: tuple[tuple[int, ...], ...] | None, args: tuple[Any, ...], arrays: list[Any]
+) -> list[bool] | None:
+    """Which inputs some input requiring grad needs (``Primitive.needs``); None: all."""
+    if needs is None:
+        return None
+    # An argument that is its own entry of ``arrays`` is no Tensor (see ``record``).
+    wants = [arrays[j] is not a and a._requires_grad for j, a in enumerate(args)]
+    return [any(wants[j] for j in needs[i]) if i < len(needs) else True for i in range(len(args))]
 
 
 def _stand_ins(arrays: tuple[Any, ...] | list[Any], g: Any) -> tuple[Any, ...]:

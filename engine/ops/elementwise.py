@@ -114,7 +114,13 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
 
 
 @primitive(
-    "mul", public=False, node="MulBackward0", saves=INPUTS, elementwise=True, ufunc="multiply"
+    "mul",
+    public=False,
+    node="MulBackward0",
+    saves=INPUTS,
+    elementwise=True,
+    ufunc="multiply",
+    needs=((1,), (0,)),
 )
 def mul(a: Any, b: Any) -> Any:
     _binary(a, b)
@@ -136,6 +142,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     dtype=FLOAT,
     elementwise=True,
     ufunc="divide",
+    needs=((1,), (0, 1)),
 )
 def div(a: Any, b: Any) -> Any:
     _binary(a, b)

@@ -29,6 +29,7 @@ _new = object.__new__
 _UNARY = (None,)  # what a plain node that keeps no inputs holds for them: None for a tensor
 _BINARY = (None, None)
 _V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were never written
+_NN = (None, None)  # a node that checks neither input for in-place writes
 
 
 def _closure_fields(op: Primitive) -> tuple[Callable[..., Any] | None, str, bool, bool, bool]:
@@ -108,6 +109,10 @@ def fast_binary(
     ufunc, name, saves_inputs, saves_output, differentiable = _closure_fields(op)
     off, mode = grad_mode.OFF, grad_mode.GRAD_MODE
     general = registry._apply
+    # Whose gradients read each input (Primitive.needs): a for a's, a for b's, b for a's, ...
+    needs = op.needs or ((0, 1), (0, 1))
+    a_for_a, a_for_b, b_for_a, b_for_b = (i in needs[k] for k in (0, 1) for i in (0, 1))
+    every = op.needs is None
 
     def binary(a: Any, b: Any) -> Tensor:
         layout = a._layout if type(a) is Tensor else False
@@ -163,7 +168,12 @@ def fast_binary(
         if y is b:  # a Python number
             edges: tuple[Any, ...] = (edge_a, None)
             if saves_inputs:
-                versions = _V0N if a._version is None else (a._version.value, None)
+                if not a_for_a:  # ``x * 2.0``: only the number's gradient, never taken, reads x
+                    versions = _NN
+                elif a._version is None:
+                    versions = _V0N
+                else:
+                    versions = (a._version.value, None)
                 arrays, inputs = (x, y), (a, b)
             else:  # the rule gets the gradient in place of the tensor (see Node)
                 arrays = (None, y)
@@ -178,8 +188,15 @@ def fast_binary(
                         edge_b = b.edge()
             edges = (edge_a, edge_b)
             if saves_inputs:
-                unwritten = a._version is None and b._version is None
-                versions = _V00 if unwritten else (a.version, b.version)
+                if every:
+                    unwritten = a._version is None and b._version is None
+                    versions = _V00 if unwritten else (a.version, b.version)
+                else:
+                    ra, rb = a._requires_grad, b._requires_grad
+                    versions = (
+                        a.version if (a_for_a and ra) or (a_for_b and rb) else None,
+                        b.version if (b_for_a and ra) or (b_for_b and rb) else None,
+                    )
                 arrays, inputs = (x, y), (a, b)
             else:
                 arrays = _BINARY

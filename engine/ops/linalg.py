@@ -49,11 +49,15 @@ def _torch_name(dtype: Any) -> str:
             "bool": "bool"}.get(dtype.name, dtype.name)  # fmt: skip
 
 
+# Each operand of a product is read only for the other's gradient.
+_OTHER = ((1,), (0,))
+
+
 def _mT(x: Any) -> Any:
     return transpose(x, dim0=-1, dim1=-2)
 
 
-@primitive("dot", node="DotBackward0", saves=INPUTS, dtype=KEEP)
+@primitive("dot", node="DotBackward0", saves=INPUTS, dtype=KEEP, needs=_OTHER)
 def dot(a: Any, b: Any) -> Any:
     if a.ndim != 1 or b.ndim != 1:
         raise InvalidArgument(f"1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
@@ -72,7 +76,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return g * b, g * a
 
 
-@primitive("mm", node="MmBackward0", saves=INPUTS, dtype=KEEP)
+@primitive("mm", node="MmBackward0", saves=INPUTS, dtype=KEEP, needs=_OTHER)
 def mm(a: Any, b: Any) -> Any:
     if a.ndim != 2:
         raise InvalidArgument("self must be a matrix")
@@ -92,7 +96,7 @@ def _(g: Any, out: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return mm(g, _mT(b)), mm(_mT(a), g)
 
 
-@primitive("mv", node="MvBackward0", saves=INPUTS, dtype=KEEP)
+@primitive("mv", node="MvBackward0", saves=INPUTS, dtype=KEEP, needs=_OTHER)
 def mv(a: Any, v: Any) -> Any:
     if a.ndim != 2 or v.ndim != 1:
         raise InvalidArgument(f"vector + matrix @ vector expected, got 1, {a.ndim}, {v.ndim}")
@@ -112,7 +116,7 @@ def _(g: Any, out: Any, a: Any, v: Any) -> tuple[Any, ...]:
     return unsqueeze(g, dim=1) * unsqueeze(v, dim=0), mv(_mT(a), g)
 
 
-@primitive("bmm", node="BmmBackward0", saves=INPUTS, dtype=KEEP)
+@primitive("bmm", node="BmmBackward0", saves=INPUTS, dtype=KEEP, needs=_OTHER)
 def bmm(a: Any, b: Any) -> Any:
     if a.ndim != 3:
         raise InvalidArgument("batch1 must be a 3D tensor")
@@ -136,7 +140,14 @@ def _batched_node(node_name: str = "UnsafeViewBackward0") -> str:
     return node_name
 
 
-@primitive("matmul_batched", public=False, node=_batched_node, saves=INPUTS, dtype=KEEP)
+@primitive(
+    "matmul_batched",
+    public=False,
+    node=_batched_node,
+    saves=INPUTS,
+    dtype=KEEP,
+    needs=_OTHER,
+)
 def matmul_batched(a: Any, b: Any, node_name: str = "UnsafeViewBackward0") -> Any:
     """Broadcast batched matmul; one operand may be a vector, as in NumPy's matmul.
 

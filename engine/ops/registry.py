@@ -63,6 +63,7 @@ class Primitive:
         differentiable: bool,
         elementwise: bool = False,
         ufunc: str | None = None,
+        needs: tuple[tuple[int, ...], ...] | None = None,
     ) -> None:
         self.name = name
         self.forward = forward
@@ -70,6 +71,10 @@ class Primitive:
         self.saves = saves
         self.saves_inputs = bool(saves & INPUTS)
         self.saves_output = bool(saves & OUTPUT)
+        # For each input, the inputs whose gradients its rule reads it for (None: all of them).
+        # A saved input that no input requiring grad needs is not checked for in-place
+        # writes: PyTorch does not save it (``x * 2.0`` keeps no ``x``).
+        self.needs = needs
         self.dtype = dtype
         self.view = view
         self.differentiable = differentiable
@@ -127,6 +132,7 @@ def primitive(
     elementwise: bool = False,
     ufunc: str | None = None,
     public: bool = True,
+    needs: tuple[tuple[int, ...], ...] | None = None,
 ) -> Callable[[Callable[..., Any]], Primitive]:
     """Register a primitive whose forward is the decorated function.
 
@@ -137,6 +143,8 @@ def primitive(
     ``ufunc`` names the NumPy ufunc that the forward computes on NumPy arrays: of any dtype
     for an op of one operand, of one floating dtype and shape for two. ``apply`` and rules
     call it directly on small arrays, where the forward's own dispatch would cost as much.
+    ``needs`` says, for each input, the inputs whose gradients read it (``((1,), (0,))`` for
+    ``mul``: each input only for the other's gradient), as PyTorch's derivative formulas do.
     """
 
     def wrap(forward: Callable[..., Any]) -> Primitive:
@@ -150,6 +158,7 @@ def primitive(
             differentiable=differentiable,
             elementwise=elementwise,
             ufunc=ufunc,
+            needs=needs,
         )
         if name in PRIMITIVES:
             raise ValueError(f"primitive {name!r} is registered twice")

@@ -142,8 +142,8 @@ def test_a_chain_on_a_grad_made_with_create_graph(twins: Twins) -> None:
 
 def test_in_place_ops_on_the_chains_input_fail_backward_alike(twins: Twins) -> None:
     twins.run(create("a", X, requires_grad=True), op("x", "mul", "a", 2.0))
-    twins.run(*_chain("y", 8, "x"), op("s", "sum", "y"))
-    twins.run(op(None, "mul_", "x", 2.0))  # x saved by the chain's first node
+    twins.run(op("y", "sin", "x"), *list(_chain("y", 8))[1:], op("s", "sum", "y"))
+    twins.run(op(None, "mul_", "x", 2.0))  # x saved by the chain's first node (sin)
     assert twins.run(backward("s"))[0] == "error"
     assert twins.chained == 8
 
