@@ -34,7 +34,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # ---- build: locked dependencies into /opt/venv, then gradserve's own wheel ----
 FROM base AS builder
 ARG VARIANT
+ARG DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
+# A C compiler for the engine's optional module (engine/_spin.c: the thread team's waits);
+# the wheel carries it built, the runtime image needs no compiler.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && if [ "${VARIANT}" = gpu ]; then apt-get install -y --no-install-recommends python3.11-dev; fi \
+    && rm -rf /var/lib/apt/lists/*
 COPY requirements.lock requirements-gpu.lock requirements-build.lock ./
 RUN python3.11 -m venv /opt/venv \
     && lock=requirements.lock \
