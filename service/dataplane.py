@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from engine.commands import Command, parse_batch
+from engine.commands import Command, Op, Ref, parse_batch
 from engine.ops.registry import PRIMITIVES
 from engine.session import Result, Session, SessionManager, TensorInfo, check_batch_size
 from service import codec
@@ -155,24 +155,28 @@ class DataPlane:
         if len(commands) != 1 or limit <= 0 or session.device != "cpu":
             return False
         command = commands[0]
-        if not isinstance(command, dict) or command.get("kind") != "op":
-            return False
-        name, inputs, attrs = command.get("op"), command.get("inputs"), command.get("attrs") or {}
-        if type(name) is not str or name not in _ELEMENTWISE or type(inputs) is not list:
-            return False
-        if type(attrs) is not dict or not all(type(v) in _ATTR_TYPES for v in attrs.values()):
+        if type(command) is Op:  # parsed (``Parsed``): judged as its dict would be
+            if command.op not in _ELEMENTWISE:
+                return False
+            attrs, refs = command.attrs, _parsed_refs(command.inputs)
+        else:
+            if not isinstance(command, dict) or command.get("kind") != "op":
+                return False
+            name, inputs = command.get("op"), command.get("inputs")
+            attrs = command.get("attrs") or {}
+            if type(name) is not str or name not in _ELEMENTWISE or type(inputs) is not list:
+                return False
+            if type(attrs) is not dict:
+                return False
+            refs = _dict_refs(inputs)
+        if refs is None or not all(type(v) in _ATTR_TYPES for v in attrs.values()):
             return False
         shapes = []
-        for value in inputs:
-            if type(value) is str:
-                tensor = session.tensors.get(value)
-            elif type(value) in _SCALAR_TYPES:
-                continue
-            elif type(value) is dict and type(value.get("grad_of")) is str:
-                tensor = session.tensors.get(value["grad_of"])
-                tensor = None if tensor is None else tensor.grad
-            else:
-                return False
+        tensors = session.tensors
+        for name, grad in refs:
+            tensor = tensors.get(name)
+            if grad and tensor is not None:
+                tensor = tensor.grad
             if tensor is not None:  # else the engine says what is missing, at once
                 shapes.append(tensor.shape)
         return _broadcast_numel(shapes) <= limit
@@ -318,6 +322,33 @@ class Lane:
             else:
                 future.set_result(result)
         return True
+
+
+def _dict_refs(inputs: list[Any]) -> list[tuple[str, bool]] | None:
+    """The tensors an op's unparsed inputs name (and whether their grad); None for anything
+    but names, ``{"grad_of": name}`` and scalars."""
+    refs = []
+    for value in inputs:
+        if type(value) is str:
+            refs.append((value, False))
+        elif type(value) in _SCALAR_TYPES:
+            continue
+        elif type(value) is dict and type(value.get("grad_of")) is str:
+            refs.append((value["grad_of"], True))
+        else:
+            return None
+    return refs
+
+
+def _parsed_refs(inputs: Sequence[Any]) -> list[tuple[str, bool]] | None:
+    """``_dict_refs`` for a parsed op's inputs: refs and scalars (a list input is for ``cat``)."""
+    refs = []
+    for value in inputs:
+        if type(value) is Ref:
+            refs.append((value.name, value.grad))
+        elif type(value) not in _SCALAR_TYPES:
+            return None
+    return refs
 
 
 def _broadcast_numel(shapes: Sequence[tuple[int, ...]]) -> int:

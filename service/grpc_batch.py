@@ -47,7 +47,7 @@ COMMANDS: Memo[bytes, Command] = Memo(MAX_ENTRIES)
 RESULTS: Memo[Result, bytes] = Memo(MAX_ENTRIES)
 
 
-class _Unusual(Exception):
+class Unusual(Exception):
     """The request is not the plain case: protobuf parses it."""
 
 
@@ -85,12 +85,12 @@ class ExecuteBatch:
                 message = item.message
                 kind = message.WhichOneof("kind")
                 if kind is None:
-                    raise _Unusual
+                    raise Unusual
                 command = parse(messages.command(kind, getattr(message, kind)))
                 if kind != "create" and len(item.raw) <= MAX_COMMAND_BYTES:
                     COMMANDS.put(item.raw, command)
                 append(command)
-        except (EngineError, _Unusual):
+        except (EngineError, Unusual):
             return messages.batch(self.message().commands)
         return out
 
@@ -98,20 +98,21 @@ class ExecuteBatch:
 def deserialize_execute_request(raw: bytes) -> pb.ExecuteRequest | ExecuteBatch:
     """An ExecuteRequest's bytes as a batch of commands, or as the message when unusual."""
     try:
-        session_id, pieces = _split(raw)
+        session_id, pieces = split(raw, _SESSION_ID_TAG, _COMMANDS_TAG)
         get = COMMANDS.get
         items: list[Command | _Unseen] = []
         for piece in pieces:
             command = get(piece)
             items.append(command or _Unseen(piece, pb.Command.FromString(piece)))
         return ExecuteBatch(session_id.decode(), items, raw)
-    except (_Unusual, DecodeError, UnicodeDecodeError):
+    except (Unusual, DecodeError, UnicodeDecodeError):
         return pb.ExecuteRequest.FromString(raw)
 
 
-def _split(raw: bytes) -> tuple[bytes, list[bytes]]:
-    """The session id's bytes and each command's bytes; ``_Unusual`` for anything but one
-    optional session id and any number of commands."""
+def split(raw: bytes, single_tag: int, repeated_tag: int) -> tuple[bytes, list[bytes]]:
+    """The bytes of a request's one optional field of ``single_tag`` (a session id) and of
+    each of its fields of ``repeated_tag`` (its commands); ``Unusual`` for anything else.
+    Both tags are of wire type 2 and under 16 (one byte)."""
     pieces = []
     session_id = None
     pos, end = 0, len(raw)
@@ -124,13 +125,13 @@ def _split(raw: bytes) -> tuple[bytes, list[bytes]]:
             start = pos + 2
         stop = start + length
         if stop > end:
-            raise _Unusual
-        if tag == _COMMANDS_TAG:
+            raise Unusual
+        if tag == repeated_tag:
             pieces.append(raw[start:stop])
-        elif tag == _SESSION_ID_TAG and session_id is None:
+        elif tag == single_tag and session_id is None:
             session_id = raw[start:stop]
         else:
-            raise _Unusual  # another field, or the session id twice (the last one wins)
+            raise Unusual  # another field, or the session id twice (the last one wins)
         pos = stop
     return session_id or b"", pieces
 
@@ -144,7 +145,7 @@ def _varint(raw: bytes, pos: int, end: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         shift += 7
-    raise _Unusual
+    raise Unusual
 
 
 def encode_results(results: list[Result]) -> bytes:
@@ -166,10 +167,10 @@ def encode_results(results: list[Result]) -> bytes:
 
 def _results_field(result: Result) -> bytes:
     body = messages.result(result).SerializeToString()
-    return _RESULTS_TAG + _length(len(body)) + body
+    return _RESULTS_TAG + length_prefix(len(body)) + body
 
 
-def _length(value: int) -> bytes:
+def length_prefix(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)

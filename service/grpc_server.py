@@ -28,6 +28,7 @@ from service.dataplane import DataPlane, Lane
 from service.errors import GENERIC_DETAIL, status_of
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
+from service.grpc_apply import ApplyOpCall, deserialize_apply_op, encode_result
 from service.grpc_batch import (
     ExecuteBatch,
     deserialize_execute_request,
@@ -104,8 +105,11 @@ class GradientServicer(pb_grpc.GradientServicer):
         return await self._one("create", request, context)
 
     async def ApplyOp(
-        self, request: pb.ApplyOpRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CommandResult:
+        self, request: pb.ApplyOpRequest | ApplyOpCall, context: grpc.aio.ServicerContext
+    ) -> pb.CommandResult | bytes:
+        if isinstance(request, ApplyOpCall):
+            session = self.dataplane.session(request.session_id, token_of(context))
+            return await self.dataplane.submit(session, request.commands(), encode_result)
         return await self._one("op", request, context)
 
     async def Backward(
@@ -466,9 +470,20 @@ def create_grpc_server(
         request_deserializer=deserialize_execute_request,
         response_serializer=serialize_response,
     )
+    # And ApplyOp, remembering commands and results too (service.grpc_apply).
+    apply_op = grpc.unary_unary_rpc_method_handler(
+        servicer.ApplyOp,
+        request_deserializer=deserialize_apply_op,
+        response_serializer=serialize_response,
+    )
     server.add_registered_method_handlers(
         SERVICE_NAME,
-        {"CreateTensor": create_tensor, "Execute": execute, "ExecuteStream": execute_stream},
+        {
+            "CreateTensor": create_tensor,
+            "ApplyOp": apply_op,
+            "Execute": execute,
+            "ExecuteStream": execute_stream,
+        },
     )
     health = _Health([SERVICE_NAME])
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -121,7 +121,7 @@ def _tag(number: int, wire_type: int) -> bytes:
 
 
 def _field(number: int, value: bytes) -> bytes:
-    return _tag(number, 2) + grpc_batch._length(len(value)) + value
+    return _tag(number, 2) + grpc_batch.length_prefix(len(value)) + value
 
 
 def _cases_for_protobuf() -> Iterator[Any]:
