@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from engine.errors import EngineError, InvalidArgument, Unauthenticated
 from engine.session import Result, Session
@@ -416,6 +416,32 @@ class _Health(health_aio.HealthServicer):
             self._server_status[name] = health_pb2.HealthCheckResponse.SERVING
 
 
+# Methods served by their registered path: the commands. gRPC keeps a call requested for each
+# registered method and waits on all of them again for every call: each one costs every call
+# time on the event loop. The others (sessions, health, reflection) are found by name.
+REGISTERED = (
+    "CreateTensor", "ApplyOp", "Backward", "Grad", "Detach", "ZeroGrad", "SetRequiresGrad",
+    "RetainGrad", "GetTensor", "Release", "Execute", "ExecuteStream",
+)  # fmt: skip
+
+
+class _ByName:
+    """The server as generated ``add_*_to_server`` functions see it: their generic handlers
+    are added, their registered ones kept (``handlers``, by service) for a choice of them."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+        self.handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.handlers[service] = dict(handlers)
+
+
 class GrpcServer(NamedTuple):
     """The server and its health servicer (a ``grpc_health.v1.health.aio.HealthServicer``)."""
 
@@ -452,42 +478,28 @@ def create_grpc_server(
         ],
     )
     servicer = GradientServicer(dataplane)
-    pb_grpc.add_GradientServicer_to_server(servicer, server)
-    # Registered again with a deserializer that leaves a large tensor's bytes in the request.
-    create_tensor = grpc.unary_unary_rpc_method_handler(
-        servicer.CreateTensor,
-        request_deserializer=deserialize_create_tensor,
-        response_serializer=pb.CommandResult.SerializeToString,
-    )
-    # And batches, with deserializers that remember commands and results (service.grpc_batch).
-    execute = grpc.unary_unary_rpc_method_handler(
-        servicer.Execute,
-        request_deserializer=deserialize_execute_request,
-        response_serializer=serialize_response,
-    )
-    execute_stream = grpc.stream_stream_rpc_method_handler(
-        servicer.ExecuteStream,
-        request_deserializer=deserialize_execute_request,
-        response_serializer=serialize_response,
-    )
-    # And ApplyOp, remembering commands and results too (service.grpc_apply).
-    apply_op = grpc.unary_unary_rpc_method_handler(
-        servicer.ApplyOp,
-        request_deserializer=deserialize_apply_op,
-        response_serializer=serialize_response,
-    )
-    server.add_registered_method_handlers(
-        SERVICE_NAME,
-        {
-            "CreateTensor": create_tensor,
-            "ApplyOp": apply_op,
-            "Execute": execute,
-            "ExecuteStream": execute_stream,
-        },
-    )
     health = _Health([SERVICE_NAME])
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], server
+    by_name = _ByName(server)
+    pb_grpc.add_GradientServicer_to_server(servicer, by_name)
+    health_pb2_grpc.add_HealthServicer_to_server(health, by_name)
+    names = [SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(names), by_name
     )
+    registered = {name: by_name.handlers[SERVICE_NAME][name] for name in REGISTERED}
+    # With deserializers that leave a large tensor's bytes in the request (service.grpc_upload)
+    # and that remember commands and results (service.grpc_apply, service.grpc_batch).
+    registered["CreateTensor"] = grpc.unary_unary_rpc_method_handler(
+        servicer.CreateTensor, deserialize_create_tensor, pb.CommandResult.SerializeToString
+    )
+    registered["ApplyOp"] = grpc.unary_unary_rpc_method_handler(
+        servicer.ApplyOp, deserialize_apply_op, serialize_response
+    )
+    registered["Execute"] = grpc.unary_unary_rpc_method_handler(
+        servicer.Execute, deserialize_execute_request, serialize_response
+    )
+    registered["ExecuteStream"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ExecuteStream, deserialize_execute_request, serialize_response
+    )
+    server.add_registered_method_handlers(SERVICE_NAME, registered)
     return GrpcServer(server, health)

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service.config import Settings
 from service.gen.gradient.v1 import gradient_pb2 as pb
-from service.grpc_server import HEALTH_SERVICE_NAME, SERVICE_NAME
+from service.grpc_server import HEALTH_SERVICE_NAME, REGISTERED, SERVICE_NAME
 from service.wire import tensor_array
 from tests.seed import cells, display
 from tests.service.grpc_support import (
@@ -481,3 +481,18 @@ def test_reflection_lists_and_describes_the_services(grpc_env: GrpcHarness) -> N
     assert names == {SERVICE_NAME, HEALTH_SERVICE_NAME, "grpc.reflection.v1alpha.ServerReflection"}
     files = described.file_descriptor_response.file_descriptor_proto
     assert any(b"gradient/v1/gradient.proto" in f for f in files)
+
+
+def test_every_method_is_served_registered_or_by_name(grpc_env: GrpcHarness) -> None:
+    """Commands are registered by path (``REGISTERED``), the rest found by name: all answer."""
+    methods = pb.DESCRIPTOR.services_by_name["Gradient"].methods
+    assert set(REGISTERED) < {method.name for method in methods}
+    for method in methods:
+        path = f"/{SERVICE_NAME}/{method.name}"
+        try:
+            if method.client_streaming:
+                list(grpc_env.channel.stream_stream(path)(iter([b""])))
+            else:
+                grpc_env.channel.unary_unary(path)(b"")
+        except grpc.RpcError as exc:
+            assert exc.code() != grpc.StatusCode.UNIMPLEMENTED, method.name
