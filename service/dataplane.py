@@ -149,8 +149,9 @@ class DataPlane:
     # ----- where a batch runs -----
 
     def _is_small(self, session: Session, commands: Sequence[Any]) -> bool:
-        """Whether a batch is one elementwise op on few elements, by its still unparsed dict:
-        anything unexpected in it is for the pool (where it is parsed, and reported)."""
+        """Whether a batch is one elementwise op on few elements, by its still unparsed dict
+        (anything unexpected in it is for the pool, where it is parsed, and reported) or by
+        the command parsed from it."""
         limit = self.settings.inline_max_elements
         if len(commands) != 1 or limit <= 0 or session.device != "cpu":
             return False
@@ -169,7 +170,7 @@ class DataPlane:
             if type(attrs) is not dict:
                 return False
             refs = _dict_refs(inputs)
-        if refs is None or not all(type(v) in _ATTR_TYPES for v in attrs.values()):
+        if refs is None or (attrs and not all(type(v) in _ATTR_TYPES for v in attrs.values())):
             return False
         shapes = []
         tensors = session.tensors
