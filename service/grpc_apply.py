@@ -29,8 +29,9 @@ from engine.session import Result
 from service import grpc_messages as messages
 from service.dataplane import Parsed
 from service.gen.gradient.v1 import gradient_pb2 as pb
-from service.grpc_batch import MAX_COMMAND_BYTES, MAX_ENTRIES, Unusual, split
+from service.grpc_batch import MAX_COMMAND_BYTES, MAX_ENTRIES
 from service.memo import Memo
+from service.protowire import Unusual, split
 
 _FIELDS = pb.ApplyOpRequest.DESCRIPTOR.fields_by_name
 _SESSION_ID_TAG = _FIELDS["session_id"].number << 3 | 2

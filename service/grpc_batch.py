@@ -35,6 +35,7 @@ from service import grpc_messages as messages
 from service.dataplane import Parsed
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.memo import Memo
+from service.protowire import Unusual, split, varint
 
 MAX_ENTRIES = 4096
 MAX_COMMAND_BYTES = 1024  # a command longer than this is not remembered
@@ -45,10 +46,6 @@ _RESULTS_TAG = bytes([pb.ExecuteResponse.DESCRIPTOR.fields_by_name["results"].nu
 
 COMMANDS: Memo[bytes, Command] = Memo(MAX_ENTRIES)
 RESULTS: Memo[Result, bytes] = Memo(MAX_ENTRIES)
-
-
-class Unusual(Exception):
-    """The request is not the plain case: protobuf parses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,45 +106,6 @@ def deserialize_execute_request(raw: bytes) -> pb.ExecuteRequest | ExecuteBatch:
         return pb.ExecuteRequest.FromString(raw)
 
 
-def split(raw: bytes, single_tag: int, repeated_tag: int) -> tuple[bytes, list[bytes]]:
-    """The bytes of a request's one optional field of ``single_tag`` (a session id) and of
-    each of its fields of ``repeated_tag`` (its commands); ``Unusual`` for anything else.
-    Both tags are of wire type 2 and under 16 (one byte)."""
-    pieces = []
-    session_id = None
-    pos, end = 0, len(raw)
-    while pos < end:
-        tag = raw[pos]
-        length = raw[pos + 1] if pos + 1 < end else 0x80
-        if length & 0x80:  # a length of 128 or more: several bytes
-            length, start = _varint(raw, pos + 1, end)
-        else:
-            start = pos + 2
-        stop = start + length
-        if stop > end:
-            raise Unusual
-        if tag == repeated_tag:
-            pieces.append(raw[start:stop])
-        elif tag == single_tag and session_id is None:
-            session_id = raw[start:stop]
-        else:
-            raise Unusual  # another field, or the session id twice (the last one wins)
-        pos = stop
-    return session_id or b"", pieces
-
-
-def _varint(raw: bytes, pos: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < end and shift < 35:  # a length fits in 5 bytes
-        byte = raw[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise Unusual
-
-
 def encode_results(results: list[Result]) -> bytes:
     """An ExecuteResponse with these results, serialized, as protobuf would serialize it."""
     get = RESULTS.get
@@ -167,16 +125,7 @@ def encode_results(results: list[Result]) -> bytes:
 
 def _results_field(result: Result) -> bytes:
     body = messages.result(result).SerializeToString()
-    return _RESULTS_TAG + length_prefix(len(body)) + body
-
-
-def length_prefix(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return _RESULTS_TAG + varint(len(body)) + body
 
 
 def serialize_response(response: pb.ExecuteResponse | bytes) -> bytes:

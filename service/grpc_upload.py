@@ -17,6 +17,7 @@ from typing import Any
 
 from service import grpc_messages as messages
 from service.gen.gradient.v1 import gradient_pb2 as pb
+from service.protowire import Unusual, read_varint, varint
 
 MIN_BYTES = 1 << 20  # below this, protobuf's own parse costs next to nothing
 # CreateTensorRequest.command, CreateTensor.data, TensorData.data.
@@ -26,10 +27,6 @@ _PAYLOAD_PATH = (
     pb.TensorData.DESCRIPTOR.fields_by_name["data"].number,
 )
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-
-
-class _Unusual(Exception):
-    """The request is not the plain case: protobuf parses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +54,7 @@ def deserialize_create_tensor(
         view = memoryview(raw)
         try:
             pieces, (start, end) = _without(view, 0, len(view), _PAYLOAD_PATH)
-        except _Unusual:
+        except Unusual:
             pass
         else:
             request = pb.CreateTensorRequest.FromString(b"".join(pieces))
@@ -72,14 +69,14 @@ def _without(
     enclosing length rewritten), and where that field's bytes are in ``buf``."""
     found = [f for f in _fields(buf, start, end) if f[0] == path[0]]
     if len(found) != 1 or found[0][1] != _LEN:
-        raise _Unusual  # absent, or repeated (protobuf merges or keeps the last)
+        raise Unusual  # absent, or repeated (protobuf merges or keeps the last)
     _, _, field_start, tag_end, value_start, value_end = found[0]
     before, after = buf[start:field_start], buf[value_end:end]
     if len(path) == 1:
         return [before, after], (value_start, value_end)
     inner, payload = _without(buf, value_start, value_end, path[1:])
     size = sum(len(piece) for piece in inner)
-    return [before, buf[field_start:tag_end], _varint(size), *inner, after], payload
+    return [before, buf[field_start:tag_end], varint(size), *inner, after], payload
 
 
 def _fields(buf: memoryview, start: int, end: int) -> list[tuple[int, int, int, int, int, int]]:
@@ -87,40 +84,19 @@ def _fields(buf: memoryview, start: int, end: int) -> list[tuple[int, int, int, 
     out = []
     pos = start
     while pos < end:
-        tag, tag_end = _read_varint(buf, pos, end)
+        tag, tag_end = read_varint(buf, pos, end)
         number, wire_type = tag >> 3, tag & 7
         if wire_type == _VARINT:
-            value_start, (_, value_end) = tag_end, _read_varint(buf, tag_end, end)
+            value_start, (_, value_end) = tag_end, read_varint(buf, tag_end, end)
         elif wire_type == _LEN:
-            length, value_start = _read_varint(buf, tag_end, end)
+            length, value_start = read_varint(buf, tag_end, end)
             value_end = value_start + length
         elif wire_type in (_I64, _I32):
             value_start, value_end = tag_end, tag_end + (8 if wire_type == _I64 else 4)
         else:
-            raise _Unusual  # groups, or not protobuf
+            raise Unusual  # groups, or not protobuf
         if number == 0 or value_end > end:
-            raise _Unusual
+            raise Unusual
         out.append((number, wire_type, pos, tag_end, value_start, value_end))
         pos = value_end
     return out
-
-
-def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < end and shift < 64:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise _Unusual
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

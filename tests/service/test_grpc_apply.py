@@ -20,7 +20,8 @@ from service.config import Settings
 from service.dataplane import DataPlane, Parsed
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_apply import ApplyOpCall, deserialize_apply_op, encode_result
-from service.grpc_batch import MAX_COMMAND_BYTES, length_prefix
+from service.grpc_batch import MAX_COMMAND_BYTES
+from service.protowire import varint
 from service.wire import attr_value
 from tests.service.grpc_support import GrpcHarness, create, data, get, op, ref, val
 
@@ -103,7 +104,7 @@ def _tag(number: int, wire_type: int) -> bytes:
 
 
 def _field(number: int, value: bytes) -> bytes:
-    return _tag(number, 2) + length_prefix(len(value)) + value
+    return _tag(number, 2) + varint(len(value)) + value
 
 
 def _cases_for_protobuf() -> Iterator[Any]:

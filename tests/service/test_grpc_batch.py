@@ -24,6 +24,7 @@ from service.dataplane import DataPlane, Lane, Parsed
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_batch import ExecuteBatch, deserialize_execute_request, encode_results
 from service.memo import Memo
+from service.protowire import varint
 from service.wire import attr_value, tensor_array
 from tests.service.grpc_support import GrpcHarness, create, data, get, op, ref, val
 
@@ -121,7 +122,7 @@ def _tag(number: int, wire_type: int) -> bytes:
 
 
 def _field(number: int, value: bytes) -> bytes:
-    return _tag(number, 2) + grpc_batch.length_prefix(len(value)) + value
+    return _tag(number, 2) + varint(len(value)) + value
 
 
 def _cases_for_protobuf() -> Iterator[Any]:

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from engine.dtypes import DTYPES
 from service import grpc_messages as messages
-from service import grpc_upload
 from service.config import Settings
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_upload import CreateTensorUpload, deserialize_create_tensor
+from service.protowire import varint
 from service.wire import DTYPE_ENUMS, tensor_array, tensor_message
 from tests.service.grpc_support import API_KEY, GrpcHarness, val
 
@@ -94,11 +94,11 @@ def test_fields_in_any_order_and_unknown_fields_are_kept() -> None:
 
 
 def _tag(number: int, wire_type: int) -> bytes:
-    return grpc_upload._varint(number << 3 | wire_type)
+    return varint(number << 3 | wire_type)
 
 
 def _field(number: int, value: bytes) -> bytes:
-    return _tag(number, 2) + grpc_upload._varint(len(value)) + value
+    return _tag(number, 2) + varint(len(value)) + value
 
 
 def _cases_for_protobuf() -> Iterator[Any]:
