@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -81,6 +82,10 @@ async def serve(settings: Settings) -> None:
         )
     )
     await grpc_server.start()
+    # What exists now (modules, both apps, their routes and handlers) lives as long as the
+    # process: the cyclic collector need not walk it again. A full collection walked ~80k such
+    # objects, ~30 ms, once every ~30 of the bench's 1000-op batches.
+    gc.freeze()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
