@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import math
+import sys
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -156,8 +159,100 @@ def tune_host_allocator(keep_bytes: int = 256 << 20, mmap_bytes: int = 32 << 20)
 
 
 def release_host_memory() -> None:
-    """Give freed memory back: glibc's free heap to the kernel, CuPy's cached blocks."""
+    """Give freed memory back: glibc's free heap to the kernel, CuPy's cached blocks, the
+    free blocks of ``HOST_BLOCKS``."""
+    HOST_BLOCKS.release()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
     if _cupy is not None and gpu_available():
         _cupy.get_default_memory_pool().free_all_blocks()
+
+
+class HostBlocks:
+    """Large host arrays kept for the next one of the same size, as glibc keeps small ones.
+
+    glibc maps every block over its mmap threshold (32 MiB: ``tune_host_allocator``) afresh
+    and unmaps it when freed, so each large array written from scratch (a ``.npy`` upload)
+    faults its pages in again: twice the time of writing warm memory, and, where the kernel
+    compacts memory for a huge page, ten times more now and then (bench/RESULTS.md, service,
+    perf-http4). ``empty`` hands out a view of a kept block; a block is free again once no
+    view of it is alive (every view holds its block: NumPy sets a view's base to the array
+    that owns the memory). At most ``keep_bytes`` are kept, in use or free; past that,
+    ``empty`` allocates as NumPy does. ``release`` drops the free ones.
+    """
+
+    def __init__(self, min_bytes: int = 32 << 20, keep_bytes: int = 256 << 20) -> None:
+        self.min_bytes = min_bytes
+        self.keep_bytes = keep_bytes
+        self._blocks: list[numpy.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype: numpy.dtype[Any]) -> numpy.ndarray:
+        """A new C-ordered array, its memory its own (``holds`` says so) until it dies."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes < self.min_bytes:
+            return numpy.empty(shape, dtype)
+        with self._lock:
+            block = self._take(nbytes)
+        return block.view(dtype).reshape(shape)
+
+    def holds(self, array: numpy.ndarray) -> bool:
+        """Whether ``array`` is a whole block that ``empty`` handed out."""
+        base = array.base
+        return (
+            type(base) is numpy.ndarray
+            and base.nbytes == array.nbytes
+            and any(block is base for block in self._blocks)
+        )
+
+    def release(self) -> None:
+        with self._lock:
+            self._blocks = [block for block in self._blocks if _refs(block) > _FREE_REFS]
+
+    def _take(self, nbytes: int) -> numpy.ndarray:
+        for block in self._blocks:
+            if block.nbytes == nbytes and _refs(block) <= _FREE_REFS:
+                return block
+        held = sum(block.nbytes for block in self._blocks)
+        if held + nbytes > self.keep_bytes:  # make room: the free ones go
+            self._blocks = [block for block in self._blocks if _refs(block) > _FREE_REFS]
+            held = sum(block.nbytes for block in self._blocks)
+        block = numpy.empty(nbytes, numpy.uint8)
+        _no_huge_pages(block)
+        if held + nbytes <= self.keep_bytes:
+            self._blocks.append(block)
+        return block
+
+
+_MADV_NOHUGEPAGE = 15
+_PAGE = 4096
+
+
+def _no_huge_pages(block: numpy.ndarray) -> None:
+    """Small pages for a new block (NumPy asks for huge ones past 4 MiB). Where the kernel
+    compacts memory to find a huge page, the first write of a 64 MiB block took 170-215 ms
+    instead of 15; small pages take 34 ms, and a block is written from scratch only once."""
+    if _LIBC is None:
+        return
+    start = -(-block.ctypes.data // _PAGE) * _PAGE
+    end = (block.ctypes.data + block.nbytes) // _PAGE * _PAGE
+    if end > start:
+        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_NOHUGEPAGE)
+
+
+def _refs(block: numpy.ndarray) -> int:
+    return sys.getrefcount(block)
+
+
+def _free_refs() -> int:
+    """What ``_refs`` says of a block with no view alive, read as ``HostBlocks`` reads them:
+    in a loop over a list of blocks (the list, the loop's name, the arguments)."""
+    for block in [numpy.empty(1, numpy.uint8)]:
+        return _refs(block)
+    raise AssertionError
+
+
+_FREE_REFS = _free_refs()
+
+
+HOST_BLOCKS = HostBlocks()

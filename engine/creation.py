@@ -9,7 +9,7 @@ from typing import Any
 import numpy
 
 from engine import dtypes
-from engine.backend import on_device, parse_device, to_numpy, xp_for
+from engine.backend import HOST_BLOCKS, on_device, parse_device, to_numpy, xp_for
 from engine.errors import InvalidArgument
 from engine.tensor import Tensor, owned
 
@@ -97,7 +97,8 @@ def _finish(array: Any, dtype: numpy.dtype[Any] | None, requires_grad: bool, dev
 @dataclass(frozen=True, slots=True)
 class Adopted:
     """An array handed over by its only holder (a decoder that just filled it): ``tensor``
-    keeps its memory instead of copying it, when the array owns that memory and may write it.
+    keeps its memory instead of copying it, when the array owns that memory and may write it,
+    or is a whole block of ``HOST_BLOCKS`` (``engine.backend.HostBlocks``).
     """
 
     array: numpy.ndarray
@@ -111,7 +112,9 @@ def tensor(
         data = to_numpy(data.data)
     if isinstance(data, Adopted):
         dt = dtypes.dtype_from_name(dtype) or data.array.dtype
-        array = owned(data.array.astype(dt, copy=False))
+        array = data.array.astype(dt, copy=False)
+        if not (array.flags.writeable and HOST_BLOCKS.holds(array)):
+            array = owned(array)
         return _finish(array, None, requires_grad, parse_device(device))
     dt = dtypes.dtype_from_name(dtype) or _infer_dtype(data)
     if isinstance(data, numpy.ndarray):

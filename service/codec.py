@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import numpy
 from numpy.lib import format as npy_format
 
+from engine.backend import HOST_BLOCKS
 from engine.dtypes import DTYPES
 from engine.errors import InvalidArgument
 from service.errors import RequestTooLarge
@@ -239,7 +240,10 @@ class NpyReader:
             self._chunks = [bytes(head)]
         else:
             try:
-                array = numpy.empty(shape, dtype, order="F" if fortran_order else "C")
+                if fortran_order:
+                    array = numpy.empty(shape, dtype, order="F")
+                else:  # a large one in memory already faulted in, if a block is free
+                    array = HOST_BLOCKS.empty(shape, dtype)
             except (ValueError, OverflowError):  # dimensions numpy cannot hold: let it say so
                 self._chunks = [bytes(head)]
                 return

@@ -70,7 +70,7 @@ def _remember(text: str, command: Command) -> None:
     braces = text.count("}")
     if braces <= MAX_BRACES:
         _braces = max(_braces, braces)
-        COMMANDS.put(text, command)
+        COMMANDS.put(text[1:-1], command)  # a whole object's text, by what is inside its braces
 
 
 def split(raw: bytes) -> Commands | None:
@@ -89,21 +89,20 @@ def split(raw: bytes) -> Commands | None:
     head = _HEAD.match(text)
     if head is None:
         return None
-    items: list[Any] = []
-    append = items.append
     get = COMMANDS.get
     find = text.find
     startswith = text.startswith
-    pos = head.end()
+    items, pos = _remembered(text, head.end())
+    append = items.append
     try:
         if startswith("]", pos):
             pos += 1
         else:
             while True:
                 end = pos
-                for _ in range(_braces):
+                for _ in range(_braces if startswith("{", pos) else 0):
                     end = find("}", end) + 1
-                    command = get(text[pos:end]) if end else None
+                    command = get(text[pos + 1 : end - 1]) if end else None
                     if command is not None:
                         append(command)
                         break
@@ -130,6 +129,53 @@ def split(raw: bytes) -> Commands | None:
     if not startswith("}", pos) or _skip(text, pos + 1) != len(text):
         return None
     return Commands(items, text)
+
+
+def _remembered(text: str, pos: int) -> tuple[list[Any], int]:
+    """The commands from ``pos`` on, read in runs of remembered ones, and where the first
+    command left to ``split`` starts (the last one, or one that holds a separator).
+
+    Cut at each ``}, {`` (``},{`` in compact JSON), the text gives each command's inside
+    while no command holds that separator. A piece found among the remembered insides is a
+    whole object's, and the command starting at ``pos`` with ``{`` is that object, so the
+    next one starts after the separator; a piece not found is read by the scanner, and
+    taken when the object it reads ends where the piece does. By induction, every command
+    taken is the one at its place. The last piece, which holds the end of the array, and
+    anything after an object that did not end with its piece, are left to ``split``.
+    """
+    items: list[Any] = []
+    if not text.startswith("{", pos):
+        return items, pos
+    separator = "}, {"
+    pieces = text[pos + 1 :].split(separator)
+    if len(pieces) == 1:
+        separator = "},{"
+        pieces = text[pos + 1 :].split(separator)
+    del pieces[-1]
+    found = list(map(COMMANDS.get, pieces))
+    if found.count(None) * 2 > len(found):  # mostly unseen: split's loop reads them faster
+        return items, pos
+    step = len(separator)
+    i, n = 0, len(found)
+    while i < n:
+        try:
+            j = found.index(None, i)
+        except ValueError:
+            j = n
+        items += found[i:j]
+        pos += sum(map(len, pieces[i:j])) + step * (j - i)
+        if j == n:
+            break
+        try:
+            value, end = _scan(text, pos)
+        except (ValueError, StopIteration):
+            break  # split says where it is not JSON
+        if end != pos + len(pieces[j]) + 2:
+            break
+        items.append((text[pos:end], value))
+        pos += len(pieces[j]) + step
+        i = j + 1
+    return items, pos
 
 
 def _skip(text: str, pos: int) -> int:

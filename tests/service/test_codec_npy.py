@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import weakref
 from typing import Any
 
 import numpy
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib import format as npy_format
 
+from engine.backend import HOST_BLOCKS
 from engine.creation import Adopted, tensor
 from engine.dtypes import DTYPES
 from engine.errors import InvalidArgument
@@ -168,3 +170,27 @@ def test_adopted_arrays_are_copied_when_they_are_not_their_holder_s_alone() -> N
     converted = tensor(Adopted(base), dtype="float32")
     assert converted.data.dtype == numpy.float32 and converted.data is not base
     assert tensor(Adopted(base), requires_grad=True).requires_grad
+
+
+def test_large_arrays_are_read_into_reused_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``HOST_BLOCKS.min_bytes`` a C-ordered body's array is a block kept for reuse
+    (``engine.backend.HostBlocks``): the engine adopts it whole, and the next body of that
+    size gets it again once the tensor is gone."""
+    monkeypatch.setattr(HOST_BLOCKS, "min_bytes", 4000)
+    array = numpy.arange(1000, dtype=numpy.float32).reshape(10, 100)
+    ours = _read(_npy(array), [5, 300, 2000])
+    _same(ours, array)
+    assert HOST_BLOCKS.holds(ours)
+    adopted = tensor(Adopted(ours))
+    assert adopted.data is ours
+    block = weakref.ref(ours.base)
+    del ours
+    again = _read(_npy(array + 1), [7])
+    assert again.base is not block()  # the tensor still holds it
+    assert numpy.array_equal(adopted.data, array)
+    del adopted
+    _same(last := _read(_npy(array * 2)), array * 2)
+    assert last.base is block()
+    fortran = _read(_npy(numpy.asfortranarray(array)))
+    assert _owns_its_memory(fortran) and not HOST_BLOCKS.holds(fortran)
+    HOST_BLOCKS.release()

@@ -183,9 +183,19 @@ async def test_every_request_gets_the_same_answer(sessions: tuple[Session, Sessi
     assert 0 < len(batch_body.COMMANDS) < 20  # creates never
 
 
+def _joined(commands: list[Any], separators: list[str]) -> bytes:
+    texts = [json.dumps(c) for c in commands]
+    items = [a + b for a, b in zip(texts, [*separators, ""], strict=True)]
+    return ('{"commands": [' + "".join(items) + "]}").encode()
+
+
 ATTRS = {"kind": "op", "op": "sum", "inputs": ["y"], "attrs": {"dim": 0, "keepdim": True}}
 BRACES = {"kind": "op", "op": "add", "inputs": ["y", 1], "attrs": {"alpha": 2, "s": "}{"}}
 DEEP = {"kind": "op", "op": "mul", "inputs": [{"grad_of": "x"}, {"grad_of": "y"}], "attrs": {}}
+SEPARATED = {"kind": "op", "op": "add", "inputs": ["y", 1], "attrs": {"s": "}, {", "t": "},{"}}
+# A remembered command's object inside another, where cutting at "}, {" finds it.
+NESTED = {"kind": "op", "op": "mul", "inputs": [{"grad_of": "x"}, OPS[0], {"grad_of": "y"}]}
+CREATE = {"kind": "create", "name": "z", "data": [1.0, 2.0]}
 
 
 @pytest.mark.parametrize(
@@ -197,6 +207,13 @@ DEEP = {"kind": "op", "op": "mul", "inputs": [{"grad_of": "x"}, {"grad_of": "y"}
         _body([OPS[0], [1, {"a": [2, "]"]}], "\u00e9", 1e300, None, True]),
         _body([ATTRS, BRACES, DEEP, ATTRS, BRACES, DEEP]),
         _body([{**OPS[0], "name": "y}"}, OPS[0]]),  # a name that does not parse
+        _body([CREATE, *OPS, CREATE, *OPS, OPS[0]]),
+        _body([CREATE, *OPS, CREATE, *OPS], separators=(",", ":")),
+        _body([*OPS, SEPARATED, *OPS, SEPARATED, OPS[1]]),
+        _body([*OPS, NESTED, *OPS, NESTED, *OPS]),
+        _body([OPS[0], NESTED, OPS[0]]),
+        _joined([*OPS, OPS[0], OPS[1]], [", ", ", ", ",", ", "]),  # separators mixed
+        _joined([*OPS, OPS[0]], [" , ", ",\n", ", "]),
         b'{"commands":[]}',
         b'\t{"commands" : [ ] }\n',
     ],
