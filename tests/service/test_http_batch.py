@@ -8,18 +8,16 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from engine.commands import parse_batch
 from engine.errors import EngineError
 from service.config import Settings
-from service.dataplane import DataPlane, Parsed, decode_payload
-from service.http import batch_body, create_app
+from service.dataplane import Parsed, decode_payload
+from service.http import batch_body
 from service.http.routes.batch import BatchRoute
-from service.http.routing import operation_id
+from tests.service.route_twins import Session, answer, twin_apps, twin_sessions
 
 pytestmark = pytest.mark.anyio
 
@@ -41,31 +39,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _plain(app: FastAPI) -> FastAPI:
-    routes = app.router.routes
-    for index, route in enumerate(routes):
-        if isinstance(route, BatchRoute):
-            routes[index] = APIRoute(
-                route.path,
-                route.endpoint,
-                methods=route.methods,
-                response_model=route.response_model,
-                response_model_exclude_unset=route.response_model_exclude_unset,
-                tags=route.tags,
-                generate_unique_id_function=operation_id,
-            )
-    return app
-
-
 @pytest.fixture(scope="module")
 def apps() -> Iterator[tuple[FastAPI, FastAPI]]:
-    settings = Settings(max_request_bytes=4096, max_commands_per_batch=8)
-    planes = DataPlane(settings), DataPlane(settings)
-    try:
-        yield create_app(planes[0], settings), _plain(create_app(planes[1], settings))
-    finally:
-        for plane in planes:
-            plane.shutdown()
+    with twin_apps(Settings(max_request_bytes=4096, max_commands_per_batch=8), BatchRoute) as apps:
+        yield apps
 
 
 def test_the_copy_has_no_batch_route_left_and_the_same_documents(
@@ -77,37 +54,10 @@ def test_the_copy_has_no_batch_route_left_and_the_same_documents(
     assert ours.openapi() == plain.openapi()
 
 
-class Session:
-    def __init__(self, client: httpx.AsyncClient, id: str, token: str) -> None:
-        self.client, self.id, self.token = client, id, token
-
-    @classmethod
-    async def open(cls, client: httpx.AsyncClient) -> Session:
-        created = (await client.post("/v1/sessions", json={"seed": 5})).json()
-        session = cls(client, created["id"], created["token"])
-        response = await session.send("", AUTH, json.dumps({"commands": SETUP}).encode())
-        assert response.status_code == 200, response.text
-        return session
-
-    async def send(self, query: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-        headers = {k: v.replace("{token}", self.token) for k, v in headers.items()}
-        path = f"/v1/sessions/{self.id}/batch{query}"
-        return await self.client.post(path, headers=headers, content=body)
-
-
-def answer(response: httpx.Response) -> tuple[Any, ...]:
-    headers = {k: v for k, v in response.headers.items() if k != "x-request-id"}
-    return response.status_code, headers, response.content
-
-
 @pytest.fixture
 async def sessions(apps: tuple[FastAPI, FastAPI]) -> AsyncIterator[tuple[Session, Session]]:
-    clients = [
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
-        for app in apps
-    ]
-    async with clients[0], clients[1]:
-        yield await Session.open(clients[0]), await Session.open(clients[1])
+    async with twin_sessions(apps, SETUP) as sessions:
+        yield sessions
 
 
 def _body(commands: Any, **dumps: Any) -> bytes:
@@ -174,8 +124,8 @@ async def test_every_request_gets_the_same_answer(sessions: tuple[Session, Sessi
         for query, headers, body in REQUESTS:
             answers = []
             for session in sessions:
-                response = await session.send(query, headers, body)
-                after = await session.send("", AUTH, state)
+                response = await session.send(f"/batch{query}", headers, content=body)
+                after = await session.send("/batch", AUTH, content=state)
                 answers.append((answer(response), answer(after)))
             assert answers[0] == answers[1], (query, headers, body)
             statuses.add(answers[0][0][0])

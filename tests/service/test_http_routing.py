@@ -5,17 +5,13 @@ and bad ones goes to the app and to a copy whose command routes are plain ``APIR
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from service.config import Settings
-from service.dataplane import DataPlane
-from service.http import create_app
-from service.http.routing import CommandRoute, operation_id
+from service.http.routing import CommandRoute
+from tests.service.route_twins import AUTH, Session, answer, twin_apps, twin_sessions
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +21,6 @@ SETUP = [
     {"kind": "op", "op": "sum", "inputs": ["y"], "name": "s"},
 ]
 JSON = "application/json"
-AUTH = {"Authorization": "Bearer {token}"}
 
 
 @pytest.fixture
@@ -33,33 +28,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _plain(app: FastAPI) -> FastAPI:
-    """The app with each CommandRoute replaced by an APIRoute of the same endpoint."""
-    routes = app.router.routes
-    for index, route in enumerate(routes):
-        if isinstance(route, CommandRoute):
-            routes[index] = APIRoute(
-                route.path,
-                route.endpoint,
-                methods=route.methods,
-                response_model=route.response_model,
-                response_model_exclude_unset=route.response_model_exclude_unset,
-                status_code=route.status_code,
-                tags=route.tags,
-                generate_unique_id_function=operation_id,
-            )
-    return app
-
-
 @pytest.fixture(scope="module")
 def apps() -> Iterator[tuple[FastAPI, FastAPI]]:
-    settings = Settings(max_request_bytes=4096)
-    planes = DataPlane(settings), DataPlane(settings)
-    try:
-        yield create_app(planes[0], settings), _plain(create_app(planes[1], settings))
-    finally:
-        for plane in planes:
-            plane.shutdown()
+    with twin_apps(Settings(max_request_bytes=4096), CommandRoute) as apps:
+        yield apps
 
 
 def test_the_copy_has_no_command_route_left(apps: tuple[FastAPI, FastAPI]) -> None:
@@ -76,40 +48,10 @@ def test_the_openapi_documents_are_the_same(apps: tuple[FastAPI, FastAPI]) -> No
     assert ours.openapi()["paths"]["/v1/sessions/{session_id}/ops"]["post"]["security"] == [bearer]
 
 
-class Session:
-    """The same session (same seed, same tensors) on one app."""
-
-    def __init__(self, client: httpx.AsyncClient, id: str, token: str) -> None:
-        self.client, self.id, self.token = client, id, token
-
-    @classmethod
-    async def open(cls, client: httpx.AsyncClient) -> Session:
-        created = (await client.post("/v1/sessions", json={"seed": 5})).json()
-        session = cls(client, created["id"], created["token"])
-        response = await session.send("/batch", AUTH, json={"commands": SETUP})
-        assert response.status_code == 200, response.text
-        return session
-
-    async def send(self, path: str, headers: dict[str, str], **kwargs: Any) -> httpx.Response:
-        """POST to one of the session's paths; "{token}" in a header is the session's."""
-        headers = {k: v.replace("{token}", self.token) for k, v in headers.items()}
-        return await self.client.post(f"/v1/sessions/{self.id}{path}", headers=headers, **kwargs)
-
-
-def answer(response: httpx.Response) -> tuple[Any, ...]:
-    headers = {k: v for k, v in response.headers.items() if k not in ("x-request-id",)}
-    return response.status_code, headers, response.content
-
-
 @pytest.fixture
 async def sessions(apps: tuple[FastAPI, FastAPI]) -> AsyncIterator[tuple[Session, Session]]:
-    ours, plain = apps
-    clients = [
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
-        for app in (ours, plain)
-    ]
-    async with clients[0], clients[1]:
-        yield await Session.open(clients[0]), await Session.open(clients[1])
+    async with twin_sessions(apps, SETUP) as sessions:
+        yield sessions
 
 
 OP = b'{"op": "mul", "inputs": ["x", 2], "name": "z"}'
