@@ -100,7 +100,12 @@ def deserialize_execute_request(raw: bytes) -> pb.ExecuteRequest | ExecuteBatch:
         items: list[Command | _Unseen] = []
         for piece in pieces:
             command = get(piece)
-            items.append(command or _Unseen(piece, pb.Command.FromString(piece)))
+            if command is not None:
+                items.append(command)
+            elif len(piece) > MAX_COMMAND_BYTES:
+                raise Unusual  # a tensor's data: protobuf parses it once, in the request
+            else:
+                items.append(_Unseen(piece, pb.Command.FromString(piece)))
         return ExecuteBatch(session_id.decode(), items, raw)
     except (Unusual, DecodeError, UnicodeDecodeError):
         return pb.ExecuteRequest.FromString(raw)

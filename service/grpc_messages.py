@@ -228,16 +228,6 @@ def result(r: Result) -> pb.CommandResult:
     return message
 
 
-def execute_response(results: list[Result]) -> pb.ExecuteResponse:
-    """A batch's response, its messages built in place (a list of CommandResults handed to
-    the constructor would be copied once more: a third of the encoding's time)."""
-    response = pb.ExecuteResponse()
-    add = response.results.add
-    for r in results:
-        _add_tensors(add(kind=r.kind).tensors, r.tensors)
-    return response
-
-
 def _add_tensors(messages: Any, infos: Sequence[TensorInfo | None]) -> None:
     for info in infos:
         _fill_tensor_info(messages.add(), info)

@@ -10,6 +10,7 @@ alone, so that a remembered value is always the one the work would give.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -25,7 +26,9 @@ class Memo(Generic[K, V]):
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: dict[K, V] = {}
+        # Ordered by insertion; popitem(last=False) drops the oldest in O(1), where deleting a
+        # plain dict's first key leaves a hole that every later next(iter()) walks past.
+        self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
         self.get = self._items.get  # bound once: the hot paths call it per command
 
@@ -33,7 +36,7 @@ class Memo(Generic[K, V]):
         with self._lock:
             items = self._items
             if key not in items and len(items) >= self.size:
-                del items[next(iter(items))]
+                items.popitem(last=False)
             items[key] = value
 
     def __len__(self) -> int:

@@ -175,11 +175,11 @@ class Metrics:
         event loop: within ``RECORD_DELAY``."""
         served = self._served
         served.append((request_id, transport, route, method, code, seconds))
-        if len(served) >= self.RECORD_BATCH:
-            self.flush()
-            return
         loop = asyncio.get_running_loop()
-        if self._flush_loop is not loop:  # none due, or due on a loop that has gone
+        if len(served) == self.RECORD_BATCH:
+            # Soon, not now: a gRPC reply is sent after this call returns.
+            loop.call_soon(self.flush)
+        elif self._flush_loop is not loop:  # none due, or due on a loop that has gone
             self._flush_loop = loop
             loop.call_later(self.RECORD_DELAY, self.flush)
 

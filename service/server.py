@@ -102,6 +102,7 @@ async def serve(settings: Settings) -> None:
     # What the process holds once started (modules, both apps: some 80k objects) is moved out
     # of the collector's reach: each full collection walked all of it again, ~20 ms a few
     # times a second under a stream of batches, which allocate many short-lived objects.
+    gc.collect()  # start-up's garbage is not kept for good
     gc.freeze()
     app.state.ready = True
     await asyncio.wait(
@@ -111,7 +112,9 @@ async def serve(settings: Settings) -> None:
     app.state.ready = False
     await health.enter_graceful_shutdown()
     http.should_exit = True
-    await asyncio.gather(grpc_server.stop(GRACE_SECONDS), http_task)
-    await loop.run_in_executor(None, dataplane.shutdown)
-    metrics.flush()  # the last requests' access log lines come before the last line
+    try:
+        await asyncio.gather(grpc_server.stop(GRACE_SECONDS), http_task)
+        await loop.run_in_executor(None, dataplane.shutdown)
+    finally:
+        metrics.flush()  # the last requests' access log lines come before the last line
     log.info("gradserve stopped")

@@ -123,7 +123,7 @@ def split(raw: bytes) -> Commands | None:
                     pos += 1
                 if text[pos] in _WHITESPACE_CHARS:
                     pos = _skip(text, pos)
-    except (ValueError, StopIteration, IndexError):  # not JSON there: FastAPI says where
+    except (ValueError, StopIteration, IndexError, RecursionError):  # FastAPI says what is wrong
         return None
     pos = _skip(text, pos)
     if not startswith("}", pos) or _skip(text, pos + 1) != len(text):
@@ -168,7 +168,7 @@ def _remembered(text: str, pos: int) -> tuple[list[Any], int]:
             break
         try:
             value, end = _scan(text, pos)
-        except (ValueError, StopIteration):
+        except (ValueError, StopIteration, RecursionError):
             break  # split says where it is not JSON
         if end != pos + len(pieces[j]) + 2:
             break

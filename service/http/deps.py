@@ -111,16 +111,11 @@ class SessionHandle:
         return codec.to_npy(info.value)
 
 
-_JSON = TypeAdapter(object)
-
-
-class ResultsResponse(JSONResponse):
-    """Results as compact JSON, encoded by pydantic's serializer (in Rust): the same bytes as
-    Starlette's ``json.dumps``, four times as fast on a batch's thousand results. Results
-    hold no non-finite floats (the codec writes them as strings), where the two differ."""
-
-    def render(self, content: Any) -> bytes:
-        return _JSON.dump_json(content)
+# Results as compact JSON by pydantic's serializer (in Rust): the same bytes as Starlette's
+# ``json.dumps`` (tests/service/test_http_responses.py), four times as fast on a batch's
+# thousand results. Results hold no non-finite floats (the codec writes them as strings),
+# where the two differ.
+RESULTS_JSON = TypeAdapter(object)
 
 
 # Each result's JSON, by its record, one memo per encoding (``binary``): a batch of a
@@ -129,7 +124,7 @@ _RENDERED: tuple[Memo[Result, bytes], Memo[Result, bytes]] = (Memo(4096), Memo(4
 
 
 def _respond(results: list[Result], binary: bool, batch: bool, status: int) -> Response:
-    """The results' JSON, as ``ResultsResponse`` encodes them, a result's bytes remembered
+    """The results' JSON, by ``RESULTS_JSON``, a result's bytes remembered
     (not those with values or grads: arrays are neither hashable nor small)."""
     memo = _RENDERED[binary]
     get = memo.get
@@ -138,14 +133,14 @@ def _respond(results: list[Result], binary: bool, batch: bool, status: int) -> R
         try:
             part = get(result)
         except TypeError:
-            part = _JSON.dump_json(render(result, binary))
+            part = RESULTS_JSON.dump_json(render(result, binary))
         else:
             if part is None:
-                part = _JSON.dump_json(render(result, binary))
+                part = RESULTS_JSON.dump_json(render(result, binary))
                 memo.put(result, part)
         parts.append(part)
     body = b'{"results":[' + b",".join(parts) + b"]}" if batch else parts[0]
-    return Response(body, status, media_type=ResultsResponse.media_type)
+    return Response(body, status, media_type=JSONResponse.media_type)
 
 
 async def session_handle(request: Request, session_id: str, token: TokenDep) -> SessionHandle:

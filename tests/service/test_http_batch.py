@@ -66,6 +66,13 @@ def _body(commands: Any, **dumps: Any) -> bytes:
 
 GET_X = {"kind": "get", "tensor": "x", "value": True, "grad": True, "repr": True}
 # (query, headers, body)
+# Two commands, the first with inputs nested 1500 deep (under the 4096-byte body limit).
+_DEEP = (
+    b'{"commands": [{"kind": "op", "op": "neg", "inputs": '
+    + b"[" * 1500
+    + b"]" * 1500
+    + b'}, {"kind": "op", "op": "neg", "inputs": ["x"]}]}'
+)
 REQUESTS: list[tuple[str, dict[str, str], bytes]] = [
     ("", AUTH, _body(OPS)),
     ("", AUTH, _body(OPS, separators=(",", ":"))),
@@ -92,6 +99,7 @@ REQUESTS: list[tuple[str, dict[str, str], bytes]] = [
     ("", AUTH, b'{"commands": [' + json.dumps(OPS[0]).encode() + b", NaN]}"),
     ("", AUTH, _body([OPS[0], {"kind": "op", "op": "mul", "inputs": ["x", float("inf")]}])),
     ("", AUTH, _body(OPS)[:-1]),  # cut short
+    ("", AUTH, _DEEP),  # nested past the JSON scanner's recursion limit
     ("", AUTH, _body(OPS) + b"x"),  # extra data
     ("", AUTH, _body(OPS)[:-2] + b",]}"),  # a trailing comma
     ("", AUTH, b'{"commands": ' + json.dumps(OPS).encode() + b', "colour": 1}'),
