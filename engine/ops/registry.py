@@ -23,6 +23,7 @@ Both kinds are looked up by name through ``OPS``, which is how commands call the
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -86,9 +87,19 @@ class Primitive:
         # Whether ``apply`` may take its fast path (see there): an elementwise op of one or
         # two operands whose dtype follows the inputs and whose node has a fixed name.
         self.fast = elementwise and dtype != KEEP and not view and bool(self.fixed_name)
+        # The operands its forward takes: ``apply`` takes the fast path only with that many (a
+        # unary ufunc given two arrays would write the second: ``out``).
+        self.operands = sum(
+            p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+            for p in inspect.signature(forward).parameters.values()
+        )
         # ``apply`` of one and of two operands where ``fast`` (see ``fast_unary``).
-        self.unary: Callable[[Any], Tensor] = fast_unary(self) if self.fast else _no_fast
-        self.binary: Callable[[Any, Any], Tensor] = fast_binary(self) if self.fast else _no_fast
+        self.unary: Callable[[Any], Tensor] = _no_fast
+        self.binary: Callable[[Any, Any], Tensor] = _no_fast
+        if self.fast and self.operands == 1:
+            self.unary = fast_unary(self)
+        elif self.fast and self.operands == 2:
+            self.binary = fast_binary(self)
 
     def defvjp(self, rule: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
         self.vjp = rule
@@ -208,11 +219,8 @@ _NUMBERS = (int, float)  # bool is an int; a tuple is tested faster than a union
 
 def apply(op: Primitive, args: tuple[Any, ...], attrs: dict[str, Any]) -> Tensor:
     """Run ``op`` on Tensors (and Python scalars), recording a node when a grad is needed."""
-    if op.fast and not attrs:
-        if len(args) == 1:
-            return op.unary(args[0])
-        if len(args) == 2:
-            return op.binary(args[0], args[1])
+    if op.fast and not attrs and len(args) == op.operands:
+        return op.unary(args[0]) if len(args) == 1 else op.binary(args[0], args[1])
     return _apply(op, args, attrs)
 
 

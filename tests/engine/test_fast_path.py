@@ -22,6 +22,7 @@ import engine as E
 from engine import grad_mode, parallel
 from engine.errors import InvalidArgument
 from engine.graph import Node
+from engine.ops.registry import PRIMITIVES
 from tests.engine.side_by_side import Lib, same
 
 RNG = numpy.random.default_rng(7)
@@ -502,3 +503,21 @@ def test_plain_results_set_every_field(fn: Callable[[Any, Any], Any]) -> None:
             if slot != "__weakref__":
                 getattr(obj, slot)  # an unset slot raises AttributeError
     assert out._layout is x._layout and out._version is None and node.attrs == {}
+
+
+FAST = sorted(name for name, p in PRIMITIVES.items() if p.fast)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_an_op_given_the_wrong_number_of_tensors_refuses_and_writes_nothing(name: str) -> None:
+    """A unary ufunc given two arrays writes the second (``out``): an op's fast path is taken
+    only with as many operands as its forward takes."""
+    prim = PRIMITIVES[name]
+    x = E.tensor([-1.5, 0.25, 2.0, 3.0], requires_grad=True)
+    y = E.tensor([5.0, 6.0, 7.0, 8.0])
+    too_many = [x, y, y][: prim.operands + 1]
+    with pytest.raises(TypeError):
+        prim(*too_many)
+    assert y.data.tolist() == [5.0, 6.0, 7.0, 8.0] and y.version == 0
+    with pytest.raises(TypeError):
+        prim(*too_many[: prim.operands - 1])
