@@ -194,6 +194,8 @@ class HostBlocks:
             return numpy.empty(shape, dtype)
         with self._lock:
             block = self._take(nbytes)
+        if block is None:  # past the bound: an array of NumPy's own, adopted as it is
+            return numpy.empty(shape, dtype)
         return block.view(dtype).reshape(shape)
 
     def holds(self, array: numpy.ndarray) -> bool:
@@ -209,7 +211,8 @@ class HostBlocks:
         with self._lock:
             self._blocks = [block for block in self._blocks if _refs(block) > _FREE_REFS]
 
-    def _take(self, nbytes: int) -> numpy.ndarray:
+    def _take(self, nbytes: int) -> numpy.ndarray | None:
+        """A free block of ``nbytes``, a new one kept, or None where none may be kept."""
         for block in self._blocks:
             if block.nbytes == nbytes and _refs(block) <= _FREE_REFS:
                 return block
@@ -217,10 +220,11 @@ class HostBlocks:
         if held + nbytes > self.keep_bytes:  # make room: the free ones go
             self._blocks = [block for block in self._blocks if _refs(block) > _FREE_REFS]
             held = sum(block.nbytes for block in self._blocks)
+        if held + nbytes > self.keep_bytes:
+            return None
         block = numpy.empty(nbytes, numpy.uint8)
         _no_huge_pages(block)
-        if held + nbytes <= self.keep_bytes:
-            self._blocks.append(block)
+        self._blocks.append(block)
         return block
 
 

@@ -49,7 +49,7 @@ def run_chain(
     """Run the chain that continues ``first`` (just run) from ``commands[start]``; returns
     the index of the first command it did not run."""
     name = first.name
-    if name is None:  # a server-chosen name, or several (``names``)
+    if name is None or first.names is not None:  # a server-chosen name, or several
         return start
     tensors = s.tensors
     y = tensors[name]  # bound by ``first``

@@ -70,6 +70,19 @@ _team_lock = threading.Lock()
 _local = threading.local()
 
 
+CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "max 100000", or "200000 100000" for 2 CPUs
+
+
+def cpu_quota(path: str = CPU_MAX) -> float:
+    """The CPUs this process's cgroup may use (``inf`` without a quota or a cgroup v2)."""
+    try:
+        with open(path) as f:
+            quota, period = f.read().split()
+        return math.inf if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return math.inf
+
+
 def get_num_threads() -> int:
     """Threads (the caller's included) that large elementwise work is split over."""
     return _threads
@@ -192,9 +205,10 @@ class _Team:
         self.job: _Job | None = None
         self.generation = 0
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        # Polling only pays where every thread has a core of its own: on fewer cores a
-        # polling worker would hold up the thread it waits for.
-        self.spin = _spin if len(cpus) >= size else None
+        # Polling only pays where every thread has a core of its own: on fewer cores (or a
+        # container's CPU quota below the team) a polling worker would hold up the thread it
+        # waits for.
+        self.spin = _spin if min(len(cpus), cpu_quota()) >= size else None
         # [0]: the generation, for workers that poll; [slot]: the last job worker slot is done with.
         self.words = numpy.zeros(size, dtype=numpy.int64)
         self.address: int = self.words.ctypes.data

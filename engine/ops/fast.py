@@ -29,7 +29,6 @@ _new = object.__new__
 _UNARY = (None,)  # what a plain node that keeps no inputs holds for them: None for a tensor
 _BINARY = (None, None)
 _V0, _V0N, _V00 = (0,), (0, None), (0, 0)  # the versions of inputs that were never written
-_NN = (None, None)  # a node that checks neither input for in-place writes
 
 
 def _closure_fields(op: Primitive) -> tuple[Callable[..., Any] | None, str, bool, bool, bool]:
@@ -167,16 +166,11 @@ def fast_binary(
         inputs: tuple[Any, ...] | None = None
         if y is b:  # a Python number
             edges: tuple[Any, ...] = (edge_a, None)
-            if saves_inputs:
-                if not a_for_a:  # ``x * 2.0``: only the number's gradient, never taken, reads x
-                    versions = _NN
-                elif a._version is None:
-                    versions = _V0N
-                else:
-                    versions = (a._version.value, None)
+            if saves_inputs and a_for_a:
+                versions = _V0N if a._version is None else (a._version.value, None)
                 arrays, inputs = (x, y), (a, b)
-            else:  # the rule gets the gradient in place of the tensor (see Node)
-                arrays = (None, y)
+            else:  # the rule gets the gradient in place of the tensor (see Node): ``x * 2.0``
+                arrays = (None, y)  # keeps no x, as PyTorch (only the number's grad reads x)
         else:
             edge_b = None
             if b._requires_grad:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from engine import fusion
 from engine import session as session_module
-from engine.commands import parse_batch
-from engine.errors import EngineError
+from engine.commands import Op, Ref, parse_batch
+from engine.errors import EngineError, NotFound
 from engine.ops.registry import OPS
 from engine.session import Limits, Session, SessionManager
 from engine.tensor import Tensor
@@ -340,3 +340,14 @@ def test_random_batches_run_alike(batches: list[list[dict[str, Any]]]) -> None:
             twins.run(op("t", "sum", "y"), backward("t"), get("x", grad=True))
         finally:
             manager.shutdown()
+
+
+def test_an_op_built_with_a_name_and_names_starts_no_chain(manager: SessionManager) -> None:
+    """``parse`` refuses ``name`` with ``names``; an ``Op`` built directly binds ``names``
+    only, and the next command finds no ``y``, as it would without chains."""
+    session = open_session(manager)
+    first = Op(op="split", inputs=[Ref("x"), 2], name="y", names=["a", "b"])
+    batch = [*parse_batch([create("x", [1.0, 2.0, 3.0, 4.0])]), first]
+    batch += parse_batch([op("y", "neg", "y")])
+    with pytest.raises(NotFound, match="no tensor named 'y'"):
+        session.execute(batch)

@@ -79,6 +79,16 @@ def test_a_tensor_adopts_a_whole_block_and_copies_anything_less(
     assert converted.dtype == numpy.float64 and converted.base is None
 
 
+def test_past_the_bound_an_array_is_numpy_s_own_and_adopted_without_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backend, "HOST_BLOCKS", HostBlocks(min_bytes=1000, keep_bytes=10_000))
+    monkeypatch.setattr("engine.creation.HOST_BLOCKS", backend.HOST_BLOCKS)
+    held = [backend.HOST_BLOCKS.empty((1000,), F32) for _ in range(3)]  # the third: unkept
+    assert held[2].base is None
+    assert tensor(Adopted(held[2])).data is held[2]
+
+
 def test_session_values_never_share_a_block(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tensors made from blocks keep their values while other blocks come and go, the block
     of a released name coming back only once nothing of it (a view op's output) is alive."""

@@ -7,9 +7,11 @@ fallback where the C module was not built.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -73,8 +75,29 @@ def team_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 def test_a_team_polls_only_where_the_module_is_and_each_thread_has_a_core(team_kind: str) -> None:
     team = parallel._get_team()
-    cores = len(parallel.os.sched_getaffinity(0))
+    cores = min(len(parallel.os.sched_getaffinity(0)), parallel.cpu_quota())
     assert (team.spin is not None) == (team_kind == "polling" and cores >= 2)
+
+
+def test_a_team_over_its_cgroups_cpu_quota_does_not_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "cpu_quota", lambda: 1.5)  # docker run --cpus=1.5
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(2)
+    try:
+        assert parallel._get_team().spin is None
+    finally:
+        parallel.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("max 100000\n", math.inf), ("200000 100000\n", 2.0), ("150000 100000", 1.5), ("", math.inf)],
+)
+def test_the_cpu_quota_is_read_from_cgroup_v2(tmp_path: Path, text: str, cpus: float) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text(text)
+    assert parallel.cpu_quota(str(path)) == cpus
+    assert parallel.cpu_quota(str(tmp_path / "absent")) == math.inf
 
 
 def test_a_whole_pass_matches_one_thread_bit_for_bit(team_kind: str) -> None:

@@ -9,9 +9,12 @@ the same error text, or the same gradients.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+import numpy
 import pytest
 import torch
 
@@ -107,3 +110,22 @@ def test_a_product_checks_its_input_once_the_other_needs_it() -> None:
             show(a.grad, w.grad)
 
     same(scenario)
+
+
+@pytest.mark.parametrize("form", ["mul", "rmul", "div"])
+def test_a_small_tensor_times_a_number_keeps_no_reference_to_it(form: str) -> None:
+    """The fast path's node for ``x * 2.0`` keeps no ``x`` (nothing reads it), as PyTorch:
+    the array is freed once the tensor is."""
+    forward = {"mul": lambda x: x * 2.0, "rmul": lambda x: 2.0 * x, "div": lambda x: x / 2.0}
+    a = engine.ones(4, requires_grad=True)
+    x = engine.sin(a)
+    y = forward[form](x)
+    data = weakref.ref(x.data)
+    del x
+    gc.collect()
+    assert data() is None
+    (g,) = engine.autograd.grad(y.sum(), [a], create_graph=True)
+    assert g.grad_fn is not None  # the rule ran as engine ops: differentiable again
+    (h,) = engine.autograd.grad(g.sum(), [a])
+    factor = 0.5 if form == "div" else 2.0
+    numpy.testing.assert_allclose(h.data, -factor * numpy.sin(numpy.ones(4)), rtol=1e-6)
