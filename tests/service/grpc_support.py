@@ -15,6 +15,7 @@ from service.dataplane import DataPlane
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.gen.gradient.v1 import gradient_pb2_grpc as pb_grpc
 from service.grpc_server import create_grpc_server
+from service.protowire import varint
 from service.wire import attr_value, bearer, tensor_message, value_message
 
 API_KEY = "test-api-key"
@@ -117,3 +118,13 @@ def get(tensor: str | pb.TensorRef, **flags: bool) -> pb.Command:
     """A GetTensor command; ``flags`` are its value, grad and repr fields."""
     target = ref(tensor) if isinstance(tensor, str) else tensor
     return pb.Command(get=pb.GetTensor(tensor=target, **flags))
+
+
+def wire_tag(number: int, wire_type: int) -> bytes:
+    """A field's tag as protobuf writes it (for requests built byte by byte)."""
+    return varint(number << 3 | wire_type)
+
+
+def wire_field(number: int, value: bytes) -> bytes:
+    """A length-delimited field: tag, length, bytes."""
+    return wire_tag(number, 2) + varint(len(value)) + value

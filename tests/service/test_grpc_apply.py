@@ -21,9 +21,18 @@ from service.dataplane import DataPlane, Parsed
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_apply import ApplyOpCall, deserialize_apply_op, encode_result
 from service.grpc_batch import MAX_COMMAND_BYTES
-from service.protowire import varint
 from service.wire import attr_value
-from tests.service.grpc_support import GrpcHarness, create, data, get, op, ref, val
+from tests.service.grpc_support import (
+    GrpcHarness,
+    create,
+    data,
+    get,
+    op,
+    ref,
+    val,
+    wire_field,
+    wire_tag,
+)
 
 OPS = [
     op("mul", "x", 1.0001, name="y"),
@@ -99,22 +108,14 @@ def test_no_session_id_and_long_ops() -> None:
     assert len(grpc_apply.OPS) == 0
 
 
-def _tag(number: int, wire_type: int) -> bytes:
-    return bytes([number << 3 | wire_type])
-
-
-def _field(number: int, value: bytes) -> bytes:
-    return _tag(number, 2) + varint(len(value)) + value
-
-
 def _cases_for_protobuf() -> Iterator[Any]:
     plain = _raw(OPS[0])
-    yield pytest.param(_field(1, b"a") + plain, id="session-id-twice")  # the last one wins
-    yield pytest.param(plain + _tag(3, 0) + b"\x01", id="unknown-field")
-    yield pytest.param(plain + _field(2, pb.ApplyOp(name="z").SerializeToString()), id="merged")
-    yield pytest.param(_field(1, b"s"), id="no-command")
+    yield pytest.param(wire_field(1, b"a") + plain, id="session-id-twice")  # the last one wins
+    yield pytest.param(plain + wire_tag(3, 0) + b"\x01", id="unknown-field")
+    yield pytest.param(plain + wire_field(2, pb.ApplyOp(name="z").SerializeToString()), id="merged")
+    yield pytest.param(wire_field(1, b"s"), id="no-command")
     yield pytest.param(b"", id="empty")
-    yield pytest.param(_tag(2, 0) + b"\x01", id="command-as-varint")
+    yield pytest.param(wire_tag(2, 0) + b"\x01", id="command-as-varint")
 
 
 @pytest.mark.parametrize("raw", list(_cases_for_protobuf()))
@@ -128,9 +129,9 @@ def test_other_requests_are_left_to_protobuf(raw: bytes) -> None:
     "raw",
     [
         _raw(OPS[0])[:-2],  # cut inside the command
-        _field(2, b"\x12\x05ab"),  # an input cut short
-        _field(1, b"\xff\xfe") + _field(2, b""),  # a session id that is not UTF-8
-        _field(2, _field(1, b"\xff")),  # an op name that is not UTF-8
+        wire_field(2, b"\x12\x05ab"),  # an input cut short
+        wire_field(1, b"\xff\xfe") + wire_field(2, b""),  # a session id that is not UTF-8
+        wire_field(2, wire_field(1, b"\xff")),  # an op name that is not UTF-8
         b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # an over-long length
         b"\x12",  # a tag and nothing more
     ],

@@ -24,9 +24,18 @@ from service.dataplane import DataPlane, Lane, Parsed
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_batch import ExecuteBatch, deserialize_execute_request, encode_results
 from service.memo import Memo
-from service.protowire import varint
 from service.wire import attr_value, tensor_array
-from tests.service.grpc_support import GrpcHarness, create, data, get, op, ref, val
+from tests.service.grpc_support import (
+    GrpcHarness,
+    create,
+    data,
+    get,
+    op,
+    ref,
+    val,
+    wire_field,
+    wire_tag,
+)
 
 COMMANDS = [
     create("x", data=data([[1.0, -2.0], [3.5, 4.0]]), requires_grad=True),
@@ -120,19 +129,11 @@ def test_a_long_command_makes_protobuf_parse_the_request_once() -> None:
     assert len(grpc_batch.COMMANDS) == 0
 
 
-def _tag(number: int, wire_type: int) -> bytes:
-    return bytes([number << 3 | wire_type])
-
-
-def _field(number: int, value: bytes) -> bytes:
-    return _tag(number, 2) + varint(len(value)) + value
-
-
 def _cases_for_protobuf() -> Iterator[Any]:
     plain = _raw([op("neg", "x")])
-    yield pytest.param(_field(1, b"a") + plain, id="session-id-twice")  # the last one wins
-    yield pytest.param(plain + _tag(3, 0) + b"\x01", id="unknown-field")
-    yield pytest.param(_tag(2, 0) + b"\x01", id="commands-as-varint")
+    yield pytest.param(wire_field(1, b"a") + plain, id="session-id-twice")  # the last one wins
+    yield pytest.param(plain + wire_tag(3, 0) + b"\x01", id="unknown-field")
+    yield pytest.param(wire_tag(2, 0) + b"\x01", id="commands-as-varint")
     yield pytest.param(b"\xa2\x01\x00" + plain, id="two-byte-tag")  # field 20, empty
 
 
@@ -147,9 +148,9 @@ def test_other_requests_are_left_to_protobuf(raw: bytes) -> None:
     "raw",
     [
         _raw([op("neg", "x")])[:-2],  # cut inside a command
-        _field(2, b"\x12\x05ab"),  # a command's field cut short
-        _field(1, b"\xff\xfe"),  # a session id that is not UTF-8
-        _field(2, _field(2, _field(1, b"\xff"))),  # an op name that is not UTF-8
+        wire_field(2, b"\x12\x05ab"),  # a command's field cut short
+        wire_field(1, b"\xff\xfe"),  # a session id that is not UTF-8
+        wire_field(2, wire_field(2, wire_field(1, b"\xff"))),  # an op name that is not UTF-8
         b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # an over-long length
         b"\x12",  # a tag and nothing more
     ],

@@ -18,9 +18,8 @@ from service import grpc_messages as messages
 from service.config import Settings
 from service.gen.gradient.v1 import gradient_pb2 as pb
 from service.grpc_upload import CreateTensorUpload, deserialize_create_tensor
-from service.protowire import varint
 from service.wire import DTYPE_ENUMS, tensor_array, tensor_message
-from tests.service.grpc_support import API_KEY, GrpcHarness, val
+from tests.service.grpc_support import API_KEY, GrpcHarness, val, wire_field, wire_tag
 
 
 def _request(array: Any, **fields: Any) -> pb.CreateTensorRequest:
@@ -75,17 +74,20 @@ def test_fields_in_any_order_and_unknown_fields_are_kept() -> None:
     # TensorData fields written data first, then dtype and shape; an unknown field 9 (a
     # varint) at each level; the request's session after its command.
     tensor = (
-        _field(3, data.data)
-        + _tag(9, 0)
+        wire_field(3, data.data)
+        + wire_tag(9, 0)
         + b"\x05"
         + pb.TensorData(dtype=data.dtype).SerializeToString()
     ) + pb.TensorData(shape=data.shape).SerializeToString()
     command = (
-        _field(4, tensor) + _tag(9, 5) + b"\0\0\0\0" + pb.CreateTensor(name="n").SerializeToString()
+        wire_field(4, tensor)
+        + wire_tag(9, 5)
+        + b"\0\0\0\0"
+        + pb.CreateTensor(name="n").SerializeToString()
     )
     raw = (
-        _field(2, command)
-        + _tag(9, 1)
+        wire_field(2, command)
+        + wire_tag(9, 1)
         + b"\0" * 8
         + pb.CreateTensorRequest(session_id="s").SerializeToString()
     )
@@ -93,25 +95,17 @@ def test_fields_in_any_order_and_unknown_fields_are_kept() -> None:
     assert upload.command()["name"] == "n" and upload.command()["data"].shape == (2, 3)
 
 
-def _tag(number: int, wire_type: int) -> bytes:
-    return varint(number << 3 | wire_type)
-
-
-def _field(number: int, value: bytes) -> bytes:
-    return _tag(number, 2) + varint(len(value)) + value
-
-
 def _cases_for_protobuf() -> Iterator[Any]:
     """Requests outside the plain case: protobuf parses them (merging, last value wins)."""
     one = _request(numpy.arange(4.0)).SerializeToString()
     other = _request(numpy.arange(3.0), name="b").SerializeToString()
     yield pytest.param(one + other, id="command-twice")  # merged, the last data wins
-    data_twice = _field(2, _field(4, _field(3, b"\0" * 8) + _field(3, b"\1" * 8)))
+    data_twice = wire_field(2, wire_field(4, wire_field(3, b"\0" * 8) + wire_field(3, b"\1" * 8)))
     yield pytest.param(data_twice, id="data-twice")
     factory = pb.CreateTensor(factory="zeros", args=[val([2, 3])])
     yield pytest.param(pb.CreateTensorRequest(command=factory).SerializeToString(), id="factory")
     yield pytest.param(_request(numpy.zeros(0)).SerializeToString(), id="empty-data")
-    yield pytest.param(_field(2, _tag(4, 3) + _tag(4, 4)), id="group")
+    yield pytest.param(wire_field(2, wire_tag(4, 3) + wire_tag(4, 4)), id="group")
 
 
 @pytest.mark.parametrize("raw", list(_cases_for_protobuf()))
@@ -125,9 +119,11 @@ def test_other_requests_are_left_to_protobuf(raw: bytes) -> None:
     "raw",
     [
         _request(numpy.arange(4.0)).SerializeToString()[:-3],  # cut inside the data
-        _field(2, _field(4, _tag(3, 2) + b"\x64" + b"\0" * 8)),  # a length past the end
+        wire_field(2, wire_field(4, wire_tag(3, 2) + b"\x64" + b"\0" * 8)),  # a length past the end
         b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # an over-long varint
-        _field(2, _field(4, _field(3, b"\0" * 8)) + b"\x0a\x05ab"),  # a field cut short after
+        wire_field(
+            2, wire_field(4, wire_field(3, b"\0" * 8)) + b"\x0a\x05ab"
+        ),  # a field cut short after
     ],
 )
 def test_malformed_requests_fail_as_protobuf_fails(raw: bytes) -> None:
