@@ -84,11 +84,8 @@ def deserialize_apply_op(raw: bytes) -> pb.ApplyOpRequest | ApplyOpCall:
 def encode_result(results: list[Result]) -> bytes:
     """The CommandResult of a one-command batch, serialized as protobuf would serialize it."""
     (result,) = results
-    try:
-        body = RESULTS.get(result)
-    except TypeError:  # a value or grad: an array, not hashable
-        return messages.result(result).SerializeToString()
-    if body is None:
-        body = messages.result(result).SerializeToString()
-        RESULTS.put(result, body)
-    return body
+    return RESULTS.recall(result, _serialized)
+
+
+def _serialized(result: Result) -> bytes:
+    return messages.result(result).SerializeToString()

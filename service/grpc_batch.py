@@ -113,19 +113,8 @@ def deserialize_execute_request(raw: bytes) -> pb.ExecuteRequest | ExecuteBatch:
 
 def encode_results(results: list[Result]) -> bytes:
     """An ExecuteResponse with these results, serialized, as protobuf would serialize it."""
-    get = RESULTS.get
-    parts = []
-    for result in results:
-        try:
-            field = get(result)
-        except TypeError:  # a value or grad: an array, not hashable
-            field = _results_field(result)
-        else:
-            if field is None:
-                field = _results_field(result)
-                RESULTS.put(result, field)
-        parts.append(field)
-    return b"".join(parts)
+    recall = RESULTS.recall
+    return b"".join([recall(result, _results_field) for result in results])
 
 
 def _results_field(result: Result) -> bytes:

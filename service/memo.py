@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -38,6 +39,18 @@ class Memo(Generic[K, V]):
             if key not in items and len(items) >= self.size:
                 items.popitem(last=False)
             items[key] = value
+
+    def recall(self, key: K, make: Callable[[K], V]) -> V:
+        """``make(key)``, remembered: made once per key, and each time for a key that is not
+        hashable (a result that holds arrays), which is not kept."""
+        try:
+            value = self.get(key)
+        except TypeError:
+            return make(key)
+        if value is None:
+            value = make(key)
+            self.put(key, value)
+        return value
 
     def __len__(self) -> int:
         return len(self._items)

@@ -123,22 +123,20 @@ RESULTS_JSON = TypeAdapter(object)
 _RENDERED: tuple[Memo[Result, bytes], Memo[Result, bytes]] = (Memo(4096), Memo(4096))
 
 
+def _render_json(result: Result) -> bytes:
+    return RESULTS_JSON.dump_json(render(result, False))
+
+
+def _render_binary(result: Result) -> bytes:
+    return RESULTS_JSON.dump_json(render(result, True))
+
+
 def _respond(results: list[Result], binary: bool, batch: bool, status: int) -> Response:
     """The results' JSON, by ``RESULTS_JSON``, a result's bytes remembered
     (not those with values or grads: arrays are neither hashable nor small)."""
-    memo = _RENDERED[binary]
-    get = memo.get
-    parts = []
-    for result in results:
-        try:
-            part = get(result)
-        except TypeError:
-            part = RESULTS_JSON.dump_json(render(result, binary))
-        else:
-            if part is None:
-                part = RESULTS_JSON.dump_json(render(result, binary))
-                memo.put(result, part)
-        parts.append(part)
+    recall = _RENDERED[binary].recall
+    make = _render_binary if binary else _render_json
+    parts = [recall(result, make) for result in results]
     body = b'{"results":[' + b",".join(parts) + b"]}" if batch else parts[0]
     return Response(body, status, media_type=JSONResponse.media_type)
 

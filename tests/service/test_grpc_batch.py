@@ -228,6 +228,20 @@ def test_memo_is_bounded_and_forgets_the_oldest() -> None:
     assert len(memo) == 3 and memo.get(2) == 20 and memo.get(4) == 41
 
 
+def test_memo_recalls_what_it_made_and_keeps_nothing_for_an_unhashable_key() -> None:
+    memo: Memo[Any, str] = Memo(3)
+    made: list[Any] = []
+
+    def make(key: Any) -> str:
+        made.append(key)
+        return repr(key)
+
+    assert [memo.recall(k, make) for k in ((1,), (1,), (2,))] == ["(1,)", "(1,)", "(2,)"]
+    assert made == [(1,), (2,)] and len(memo) == 2
+    assert memo.recall(([1],), make) == "([1],)" and memo.recall(([1],), make) == "([1],)"
+    assert len(made) == 4 and len(memo) == 2
+
+
 def test_memo_stays_bounded_under_threads() -> None:
     memo: Memo[tuple[int, int], int] = Memo(50)
     start = threading.Barrier(4)
