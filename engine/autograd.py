@@ -55,6 +55,21 @@ def _topological_order(roots: list[GraphNode]) -> list[GraphNode]:
     return order
 
 
+def _unfuse(roots: list[GraphNode]) -> None:
+    """Replace each fused node under ``roots`` by the plain nodes it stands for (see
+    engine.fusion.Chain.unfuse): a graph recorded from their rules holds them."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if type(node) is not Node or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op.fused:
+            node.op.unfuse(node)  # type: ignore[union-attr]
+        stack.extend(edge for edge in node.edges if edge is not None)
+
+
 def _needed(order: list[GraphNode], targets: set[GraphNode]) -> set[GraphNode]:
     """Nodes on some path to a target (the order is walked backwards, children first)."""
     needed: set[GraphNode] = set()
@@ -187,6 +202,8 @@ def run_backward(
     Returns the gradient reaching each leaf accumulator (or each target), the gradients of
     tensors that retain theirs, and the nodes whose buffers to free.
     """
+    if create_graph:
+        _unfuse([node for node, _ in roots])
     target_set = set(targets) if targets is not None else None
     needed = None
     if target_set is not None:

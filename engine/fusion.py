@@ -1,42 +1,210 @@
-"""Chains of ops in a batch, run with less per-command work than one executor call each.
+"""Chains of ops in a batch, run as one: fewer objects and less per-command work.
 
 A batch arrives whole, so the session can see ahead: after an op bound its result to a
 name, the commands that follow it often apply one more elementwise op to that name and bind
 the result to the same name again (``y = sin(y)``, ``y = y * 0.9``, ...). No command can
 see the tensors in between: each is replaced by the next before another command runs.
-``run_chain`` runs such a run of commands itself, and each command still calls the very op
-function its executor would (the graph, the values and the grads are the engine's own);
-what it saves is the bookkeeping around the call:
+``run_chain`` runs such a run of commands itself.
 
-- the name is bound once, at the end of the chain (and before a byte check, which walks
-  the session's names), with one entry in the batch's undo log, the first command's;
-- the op's input is the tensor at hand, not a name to look up;
-- limits: the chain's tensors have their input's layout (array type, dtype, shape), which
-  is checked for each result, so the element and tensor counts cannot change; the bytes are
-  counted per command as ``Session.new`` counts them, and checked at the same commands;
-- results are equal records (``Result`` of one ``TensorInfo``) built once per kind of
-  result (grad_fn name, requires_grad) and shared, which they may be: both are immutable.
+Fused: an op of one small NumPy tensor of floats, or of one and a Python number on its
+right (``FUSIBLE``), computes its values exactly as its fast path does (engine.ops.fast:
+the same ufunc or forward on the same arrays), but makes no Tensor and no Node of its own.
+A run of them records one node (``Chain``) whose rule runs the ops' own rules in turn on
+the arrays each of them would have saved; everything a command or backward can observe is
+that of the plain nodes: values and gradients bit for bit, the node's name (the last op's),
+saved buffers and their bytes, versions, freed buffers, retained gradients. Under
+``create_graph=True`` the rule rebuilds the plain nodes (``expand``) and runs them, so
+that the gradient's own graph is theirs.
 
-A command that does not fit, or whose result does not (an op that gave another layout, no
-fresh tensor, ...), ends the chain: the session runs it the usual way.
+Other ops of the run (a tensor on the right, say) are called as their executor would, on
+the tensor at hand; whatever is fused before them is made a tensor first.
+
+What the chain saves besides: the name is bound once, at the end (and before a byte check,
+which walks the session's names), with one entry in the batch's undo log, the first
+command's; the element and tensor counts cannot change (every tensor of the chain has its
+input's layout, checked); the bytes are counted per command as ``Session.new`` counts them,
+and checked at the same commands; results are equal records (``Result`` of one
+``TensorInfo``) built once per kind of result and shared, which they may be: both are
+immutable.
+
+A command that does not fit, or whose result does not, ends the chain: the session runs
+it the usual way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from engine import grad_mode
 from engine.commands import Command, Op, Ref
+from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64, NDARRAY
 from engine.executors import BAD_ARGUMENTS, bad_arguments, op_result
-from engine.ops.registry import OPS
-from engine.results import Result, brief
-from engine.tensor import Tensor
+from engine.graph import NO_ATTRS, Meta, Node, new_node
+from engine.ops import elementwise as ew
+from engine.ops.registry import OPS, Primitive
+from engine.results import DTYPE_NAMES, Result, TensorInfo, brief
+from engine.tensor import Layout, Tensor, new_tensor
 
 if TYPE_CHECKING:
     from engine.session import Session
 
 _SCALARS = frozenset((int, float, bool))
 _new = tuple.__new__
+
+# A fused step: (primitive, Python number or None for an op of one operand, the index of
+# the array its rule reads as its input, of the array it reads as its output; -1: none).
+Step = tuple[Primitive, Any, int, int]
+
+
+class Fusible:
+    """What a fused step needs of its op, looked up once a command."""
+
+    __slots__ = ("keeps_input", "keeps_output", "no_bool", "op", "operands", "ufunc")
+
+    def __init__(self, op: Primitive) -> None:
+        self.op = op
+        self.ufunc = op.ufunc
+        self.operands = op.operands
+        # What the op's plain node keeps (engine.ops.fast): with a number on the right, the
+        # input only where its own gradient reads it (``x * 2.0`` keeps no x).
+        self.keeps_input = op.saves_inputs and (
+            op.operands == 1 or op.needs is None or 0 in op.needs[0]
+        )
+        self.keeps_output = op.saves_output
+        self.no_bool = op is ew.sub  # PyTorch refuses ``x - True`` (engine.functional.sub)
+
+
+def _fusible() -> dict[str, Fusible]:
+    table = {
+        name: Fusible(fn)
+        for name, fn in OPS.items()
+        if isinstance(fn, Primitive)
+        and fn.fast
+        and fn.differentiable
+        and fn.vjp is not None
+        and fn.operands in (1, 2)
+    }
+    # Commands reach these through composites that take a tensor on the left straight to
+    # the primitive's fast path (engine.functional).
+    for name, op in (("add", ew.add), ("sub", ew.sub), ("mul", ew.mul), ("div", ew.div)):
+        table[name] = Fusible(op)
+    table["pow"] = Fusible(ew.pow_scalar)
+    return table
+
+
+FUSIBLE = _fusible()
+_METAS: dict[Layout, Meta] = {}  # one per layout; a Meta is never written
+
+
+class Chain:
+    """The op of a fused node: its ops in order, and what ``expand`` needs to rebuild them.
+
+    The node keeps, as its ``arrays``, the arrays its ops' rules read (in the order they
+    were made; the first, the chain's input where the first op reads it, else None) and,
+    as its ``out``, the last op's output where its rule reads it; ``inputs`` are
+    ``arrays`` with the chain's input Tensor first (for its version), ``versions`` that
+    Tensor's version or None, then None for the arrays no command can write.
+    """
+
+    __slots__ = ("edge", "layout", "name", "outputs_first", "saves", "steps")
+    fused = True
+    elementwise = False  # its tensors are too small for threads
+    differentiable = True
+    needs = None
+
+    def __init__(self, steps: tuple[Step, ...], edge: Any, layout: Layout) -> None:
+        self.steps = steps
+        self.edge = edge
+        self.layout = layout
+        self.name = steps[-1][0].name
+        self.saves = int(any(step[0].saves for step in steps))  # freed and checked as any
+        self.outputs_first = len(steps) > 1  # the last op's output is checked first
+
+    def vjp(self, g: Any, out: Any, *arrays: Any) -> tuple[Any, ...]:
+        """The ops' rules in turn, as the plain nodes would run them (autograd's plain path)."""
+        saved = (*arrays, out)
+        for op, number, i_in, i_out in reversed(self.steps):
+            x = saved[i_in] if i_in >= 0 else g  # a plain node keeping no input gets g
+            o = saved[i_out] if i_out >= 0 else None
+            grads = op.vjp(g, o, x) if number is None else op.vjp(g, o, x, number)  # type: ignore[misc]
+            g = grads[0]
+            if g is None:
+                break
+        return (g,)
+
+    def unfuse(self, node: Node) -> None:
+        """Make ``node`` the last of the plain nodes it stands for, after the others: under
+        ``create_graph=True`` the graph of a gradient holds the nodes whose rules made it,
+        and a later pass that frees its buffers frees theirs (PyTorch's graph)."""
+        inputs, versions, arrays = node.inputs, node.versions, node.arrays
+        assert inputs is not None and versions is not None and arrays is not None
+        nodes = self._plain(tuple(arrays), node.out, inputs[0], versions[0], False)
+        last = nodes.pop()
+        # Orders between this node's and the next older integer (engine.graph.next_order):
+        # the others run after it and before any node made before the chain.
+        for k, other in enumerate(nodes):
+            other.order = node.order + (len(nodes) - k) / (len(nodes) + 1)  # type: ignore[assignment]
+        node.op = last.op
+        node.edges = last.edges
+        node.arrays = node.metas = last.arrays
+        node.inputs = last.inputs
+        node.versions = last.versions
+        node.plain = True
+
+    def _plain(
+        self,
+        arrays: tuple[Any, ...] | None,
+        out: Any,
+        first: Tensor | None,
+        version: int | None,
+        freed: bool,
+    ) -> list[Node]:
+        """The plain nodes the fast paths would have made (engine.ops.fast), in order."""
+        saved = None if arrays is None else (*arrays, out)
+        nodes: list[Node] = []
+        edge = self.edge
+        for k, (op, number, i_in, i_out) in enumerate(self.steps):
+            unary = number is None
+            versions: Any = None
+            if i_in >= 0:
+                v = version if k == 0 else 0
+                versions = (v,) if unary else (v, None)
+            inputs: Any = None
+            kept: Any = (None,) if unary else (None, number)  # the rule gets g for None
+            if i_in >= 0 and saved is not None:
+                array = saved[i_in]
+                t = first if k == 0 else new_tensor(array, True, edge, self.layout)
+                inputs = (t,) if unary else (t, number)
+                kept = (array,) if unary else (array, number)
+            edges = (edge,) if unary else (edge, None)
+            node = new_node(op, op.fixed_name, NO_ATTRS, edges, kept, kept, inputs, versions, True)
+            if freed and op.saves:
+                node.freed = True
+                node.inputs = node.arrays = node.metas = None
+            elif i_out >= 0 and saved is not None:
+                node.out = saved[i_out]
+            nodes.append(node)
+            edge = node
+        return nodes
+
+
+def expand(node: Node) -> Node:
+    """The last of the plain nodes that a fused node stands for, with its fields, its edge
+    the first's (what a test compares with the unfused graph); any other node itself."""
+    chain = node.op
+    if not isinstance(chain, Chain):
+        return node
+    inputs, versions = node.inputs, node.versions
+    arrays = None if node.arrays is None else tuple(node.arrays)
+    first = None if inputs is None else inputs[0]
+    last = chain._plain(
+        arrays, node.out, first, None if versions is None else versions[0], node.freed
+    )[-1]
+    last.retained = node.retained
+    last.out_version = node.out_version
+    last.out_versions = node.out_versions
+    return last
 
 
 def run_chain(
@@ -58,30 +226,97 @@ def run_chain(
         layout = y.layout()
     if not layout:
         return start
+    array_type, dtype, shape = layout
+    fusible = FUSIBLE if array_type is NDARRAY else {}
+    constants = CONSTANTS32 if dtype is FLOAT32 else CONSTANTS64 if dtype is FLOAT64 else None
+    recording = grad_mode.is_grad_enabled()
     n = len(commands)
     shared: dict[str | None, Result] = {}
     nbytes = y.data.nbytes  # of every tensor of the chain: they have its layout
     unchecked = s._unchecked_bytes
     limit = s.limits.max_bytes_per_session >> 3
-    for i in range(start, n):
+    # The fused run so far: its input, steps, the arrays their rules read, and the array at
+    # hand with its index among them (-1: not kept).
+    steps: list[Step] = []
+    kept: list[Any] = [None]
+    array = y.data
+    at = -1
+    i = start
+    while i < n:
         c = commands[i]
         if type(c) is not Op:
             break
         op, inputs, attrs, out_name, names, no_grad = c
         if out_name != name or attrs or names is not None or no_grad:
             break
-        fn = OPS.get(op)
-        if fn is None:
-            break
         k = len(inputs)
         ref = inputs[0] if k else None
         if type(ref) is not Ref or ref.name != name or ref.grad:
             break
+        number: Any = inputs[1] if k == 2 else None
+        f = fusible.get(op)
+        if (
+            f is not None
+            and k == f.operands
+            and (k == 1 or (type(number) in _SCALARS and not (f.no_bool and type(number) is bool)))
+        ):
+            ufunc = f.ufunc
+            try:
+                if ufunc is None:
+                    out = f.op.forward(array) if k == 1 else f.op.forward(array, number)
+                elif k == 1:
+                    out = ufunc(array)
+                else:
+                    out = ufunc(array, constants[number] if constants is not None else number)
+            except BAD_ARGUMENTS as exc:
+                raise bad_arguments(c, exc) from exc
+            if type(out) is NDARRAY and out.dtype == dtype and out.shape == shape:
+                grads = recording and y._requires_grad
+                if grads:
+                    i_in = -1
+                    if f.keeps_input:
+                        if at < 0:
+                            if steps:
+                                at = len(kept)
+                                kept.append(array)
+                            else:
+                                at = 0
+                                kept[0] = array
+                        i_in = at
+                    at = -1
+                    if f.keeps_output:
+                        at = len(kept)
+                        kept.append(out)
+                    steps.append((f.op, number, i_in, at))
+                    key: str | None = f.op.fixed_name
+                else:
+                    steps.append((f.op, number, -1, -1))
+                    key = None
+                array = out
+                unchecked += nbytes
+                if unchecked > limit:  # Session.new's check, at the same command
+                    y = tensors[name] = _tensor(y, steps, kept, array, layout, grads)
+                    steps, kept, at = [], [None], -1
+                    s._check_bytes()  # which starts the count again
+                    unchecked = 0
+                r = shared.get(key)
+                if r is None:
+                    r = shared[key] = _new(Result, ("op", (_info(name, layout, key),)))
+                append(r)
+                i += 1
+                continue
+            # A forward that gives another layout: the executor's way, on a tensor.
+        fn = OPS.get(op)
+        if fn is None:
+            break
+        if steps:
+            y = _tensor(y, steps, kept, array, layout, recording and y._requires_grad)
+            steps, kept, at = [], [None], -1
         try:
             if k == 1:
                 out = fn(y)
-            elif k == 2 and type(inputs[1]) in _SCALARS:
-                out = fn(y, inputs[1])
+            elif k == 2 and type(number) in _SCALARS:
+                out = fn(y, number)
             else:
                 break
         except BAD_ARGUMENTS as exc:
@@ -100,19 +335,57 @@ def run_chain(
             s._unchecked_bytes = unchecked
             append(op_result(s, c, out))
             return i + 1
-        y = out
+        y = array = out
+        i += 1
         unchecked += nbytes
-        if unchecked > limit:  # Session.new's check, at the same command
+        if unchecked > limit:
             tensors[name] = y
-            s._check_bytes()  # which starts the count again
+            s._check_bytes()
             unchecked = 0
         key = None if node is None else node.name
         r = shared.get(key)
         if r is None:
             r = shared[key] = _new(Result, ("op", (brief(name, out),)))
         append(r)
-    else:
-        i = n
+    if steps:
+        y = _tensor(y, steps, kept, array, layout, recording and y._requires_grad)
     tensors[name] = y
     s._unchecked_bytes = unchecked
     return i
+
+
+def _info(name: str, layout: Layout, node: str | None) -> TensorInfo:
+    """``brief`` of a fused op's result: of the chain's layout, made by ``node``."""
+    assert layout
+    fresh = node is None
+    return _new(  # type: ignore[no-any-return]
+        TensorInfo,
+        (name, layout[2], DTYPE_NAMES[layout[1]], not fresh, fresh, node, False, None, None, None),
+    )
+
+
+def _tensor(
+    x: Tensor, steps: list[Step], kept: list[Any], array: Any, layout: Layout, grads: bool
+) -> Tensor:
+    """The tensor a fused run made of ``x``: ``array``, with one node for the run's ops."""
+    if not grads:
+        return new_tensor(array, False, None, layout)
+    out = kept.pop() if steps[-1][3] >= 0 else None  # the last op's output, kept last
+    first = x if kept[0] is not None else None
+    edge = x.grad_fn if x.grad_fn is not None else x.edge()
+    meta = _METAS.get(layout)
+    if meta is None:
+        meta = _METAS[layout] = Meta(x.data)
+    versions = (None if first is None else x.version, *(None,) * (len(kept) - 1))
+    node = new_node(
+        Chain(tuple(steps), edge, layout),
+        steps[-1][0].fixed_name,
+        NO_ATTRS,
+        (edge,),
+        tuple(kept),
+        (meta,),
+        (first, *kept[1:]),
+        versions,
+    )
+    node.out = out
+    return new_tensor(array, True, node, layout)

@@ -15,6 +15,7 @@ from engine import dtypes, journal, parallel
 from engine.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
+    from engine.fusion import Chain
     from engine.ops.registry import Primitive
     from engine.tensor import Tensor, VersionCounter
 
@@ -111,7 +112,7 @@ class Node:
         "versions",
     )
 
-    op: Primitive
+    op: Primitive | Chain
     name: str
     attrs: dict[str, Any]
     edges: tuple[Node | AccumulateGrad | None, ...]
@@ -195,12 +196,19 @@ class Node:
             raise FailedPrecondition(_FREED)
         if self.order < WRITES.mark:  # no tensor was written in place since this node was made
             return
+        # A fused node (engine.fusion) of several ops checks its output first, as the last
+        # of its ops would run first.
+        if self.op.outputs_first:
+            self._check_output()
         if self.versions is not None and self.inputs is not None:
             for a, saved in zip(self.inputs, self.versions, strict=True):
                 # A tensor without a counter was never written in place (Tensor.counter).
                 if saved is not None and a._version is not None and a._version.value != saved:
                     producer = a.grad_fn.name if a.grad_fn is not None else None
                     _raise_modified(a.data, a._version.value, saved, producer)
+        self._check_output()
+
+    def _check_output(self) -> None:
         if self.out_version is not None and self.out_version.value != self.out_versions:
             _raise_modified(self.out, self.out_version.value, self.out_versions, self.name)
 
@@ -275,7 +283,7 @@ _new = object.__new__
 
 
 def new_node(
-    op: Primitive,
+    op: Primitive | Chain,
     name: str,
     attrs: dict[str, Any],
     edges: tuple[Node | AccumulateGrad | None, ...],

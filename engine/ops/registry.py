@@ -52,6 +52,9 @@ KEEP = "keep"  # the forward decides (shape ops, reductions, indexing)
 class Primitive:
     """An op with a forward on arrays and a VJP; calling it on Tensors records the graph."""
 
+    outputs_first = False  # its node checks its saved inputs for in-place writes first
+    fused = False  # engine.fusion.Chain is the op of a fused node
+
     def __init__(
         self,
         name: str,

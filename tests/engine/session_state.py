@@ -7,7 +7,7 @@ from typing import Any
 import numpy
 import pytest
 
-from engine import graph
+from engine import fusion, graph
 from engine.commands import parse_batch
 from engine.errors import EngineError
 from engine.session import Result, Session, SessionManager
@@ -84,6 +84,7 @@ def _graph(root: Any, names: dict[int, str]) -> list[Any]:
     """Every node reachable from ``root``, depth first in edge order, with what it saves."""
     out: list[Any] = []
     seen: set[int] = set()
+    alive: list[Any] = []
     stack = [root]
     while stack:
         node = stack.pop()
@@ -98,6 +99,8 @@ def _graph(root: Any, names: dict[int, str]) -> list[Any]:
             leaf = node.variable
             out.append(("AccumulateGrad", names.get(id(leaf)), _tensor(leaf, names, deep=False)))
             continue
+        node = fusion.expand(node)  # a fused node as the plain nodes it stands for
+        alive.append(node)  # so that no other node takes its id
         saved = None
         if node.inputs is not None and node.arrays is not None:
             saved = [_array(a) if hasattr(a, "shape") else repr(a) for a in node.arrays]
