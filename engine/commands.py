@@ -347,6 +347,31 @@ def parse_batch(bodies: Any, prepare: Callable[[Any], Any] | None = None) -> lis
 
 def parse(body: Any) -> Command:
     """Validate one command given as a dict with a ``kind`` field."""
+    # The hot path of a batch: an op of one or two inputs, each a name seen before or a
+    # number, binding a name seen before or none, and no other field. Anything else, or
+    # anything wrong, is the general parser's (which says what is wrong).
+    if type(body) is dict and body.get("kind") == "op":
+        op = body.get("op")
+        inputs = body.get("inputs")
+        name = body.get("name")
+        if (
+            type(op) is str
+            and type(inputs) is list
+            and len(body) == (3 if name is None else 4)
+            and (name is None or (type(name) is str and name in _NAMES))
+        ):
+            n = len(inputs)
+            if n == 1:
+                a = inputs[0]
+                a = a if type(a) in _SCALARS else _REFS.get(a) if type(a) is str else None
+                if a is not None:
+                    return _new(Op, (op, [a], NO_ATTRS, name, None, False))  # type: ignore[no-any-return]
+            elif n == 2:
+                a, b = inputs
+                a = a if type(a) in _SCALARS else _REFS.get(a) if type(a) is str else None
+                b = b if type(b) in _SCALARS else _REFS.get(b) if type(b) is str else None
+                if a is not None and b is not None:
+                    return _new(Op, (op, [a, b], NO_ATTRS, name, None, False))  # type: ignore[no-any-return]
     if not isinstance(body, dict):
         raise InvalidArgument(f"a command must be an object, got {type(body).__name__}")
     kind = body.get("kind")

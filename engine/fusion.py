@@ -57,27 +57,24 @@ _new = tuple.__new__
 Step = tuple[Primitive, Any, int, int]
 
 
-class Fusible:
-    """What a fused step needs of its op, looked up once a command."""
+# What a fused step needs of its op, unpacked once a command: the primitive, its ufunc (or
+# None: its forward), its operands, whether its plain node keeps its input (engine.ops.fast:
+# with a number on the right, only where its own gradient reads it: ``x * 2.0`` keeps no
+# x) and its output, whether it refuses a bool on the right (PyTorch refuses ``x - True``,
+# engine.functional.sub), and its node's name.
+Fusible = tuple[Primitive, Any, int, bool, bool, bool, str]
 
-    __slots__ = ("keeps_input", "keeps_output", "no_bool", "op", "operands", "ufunc")
 
-    def __init__(self, op: Primitive) -> None:
-        self.op = op
-        self.ufunc = op.ufunc
-        self.operands = op.operands
-        # What the op's plain node keeps (engine.ops.fast): with a number on the right, the
-        # input only where its own gradient reads it (``x * 2.0`` keeps no x).
-        self.keeps_input = op.saves_inputs and (
-            op.operands == 1 or op.needs is None or 0 in op.needs[0]
-        )
-        self.keeps_output = op.saves_output
-        self.no_bool = op is ew.sub  # PyTorch refuses ``x - True`` (engine.functional.sub)
+def _fusible_op(op: Primitive) -> Fusible:
+    keeps_input = op.saves_inputs and (op.operands == 1 or op.needs is None or 0 in op.needs[0])
+    return (
+        op, op.ufunc, op.operands, keeps_input, op.saves_output, op is ew.sub, op.fixed_name
+    )  # fmt: skip
 
 
 def _fusible() -> dict[str, Fusible]:
     table = {
-        name: Fusible(fn)
+        name: _fusible_op(fn)
         for name, fn in OPS.items()
         if isinstance(fn, Primitive)
         and fn.fast
@@ -88,8 +85,8 @@ def _fusible() -> dict[str, Fusible]:
     # Commands reach these through composites that take a tensor on the left straight to
     # the primitive's fast path (engine.functional).
     for name, op in (("add", ew.add), ("sub", ew.sub), ("mul", ew.mul), ("div", ew.div)):
-        table[name] = Fusible(op)
-    table["pow"] = Fusible(ew.pow_scalar)
+        table[name] = _fusible_op(op)
+    table["pow"] = _fusible_op(ew.pow_scalar)
     return table
 
 
@@ -241,6 +238,8 @@ def run_chain(
     kept: list[Any] = [None]
     array = y.data
     at = -1
+    grads = recording and y._requires_grad
+    checked: Any = None  # the Ref last found to name the chain's tensor (Refs are shared)
     i = start
     while i < n:
         c = commands[i]
@@ -251,30 +250,35 @@ def run_chain(
             break
         k = len(inputs)
         ref = inputs[0] if k else None
-        if type(ref) is not Ref or ref.name != name or ref.grad:
-            break
-        number: Any = inputs[1] if k == 2 else None
+        if ref is not checked:
+            if type(ref) is not Ref or ref.name != name or ref.grad:
+                break
+            checked = ref
+        number: Any = None
         f = fusible.get(op)
-        if (
-            f is not None
-            and k == f.operands
-            and (k == 1 or (type(number) in _SCALARS and not (f.no_bool and type(number) is bool)))
-        ):
-            ufunc = f.ufunc
+        if f is not None:
+            fn_op, ufunc, operands, keeps_input, keeps_output, no_bool, node_name = f
+            out: Any = None
             try:
-                if ufunc is None:
-                    out = f.op.forward(array) if k == 1 else f.op.forward(array, number)
-                elif k == 1:
-                    out = ufunc(array)
-                else:
-                    out = ufunc(array, constants[number] if constants is not None else number)
+                if k == 1 and operands == 1:
+                    out = ufunc(array) if ufunc is not None else fn_op.forward(array)
+                elif k == 2 and operands == 2:
+                    number = inputs[1]
+                    kind = type(number)
+                    if kind is float or kind is int or (kind is bool and not no_bool):
+                        if ufunc is None:
+                            out = fn_op.forward(array, number)
+                        else:  # as the fast path calls it: of the array's dtype, shape, type
+                            out = ufunc(array, number if constants is None else constants[number])
             except BAD_ARGUMENTS as exc:
                 raise bad_arguments(c, exc) from exc
-            if type(out) is NDARRAY and out.dtype == dtype and out.shape == shape:
-                grads = recording and y._requires_grad
+            if out is not None and (
+                ufunc is not None
+                or (type(out) is NDARRAY and out.dtype == dtype and out.shape == shape)
+            ):
                 if grads:
                     i_in = -1
-                    if f.keeps_input:
+                    if keeps_input:
                         if at < 0:
                             if steps:
                                 at = len(kept)
@@ -284,13 +288,13 @@ def run_chain(
                                 kept[0] = array
                         i_in = at
                     at = -1
-                    if f.keeps_output:
+                    if keeps_output:
                         at = len(kept)
                         kept.append(out)
-                    steps.append((f.op, number, i_in, at))
-                    key: str | None = f.op.fixed_name
+                    steps.append((fn_op, number, i_in, at))
+                    key: str | None = node_name
                 else:
-                    steps.append((f.op, number, -1, -1))
+                    steps.append((fn_op, number, -1, -1))
                     key = None
                 array = out
                 unchecked += nbytes
@@ -310,13 +314,13 @@ def run_chain(
         if fn is None:
             break
         if steps:
-            y = _tensor(y, steps, kept, array, layout, recording and y._requires_grad)
+            y = _tensor(y, steps, kept, array, layout, grads)
             steps, kept, at = [], [None], -1
         try:
             if k == 1:
                 out = fn(y)
-            elif k == 2 and type(number) in _SCALARS:
-                out = fn(y, number)
+            elif k == 2 and type(inputs[1]) in _SCALARS:
+                out = fn(y, inputs[1])
             else:
                 break
         except BAD_ARGUMENTS as exc:
@@ -335,7 +339,9 @@ def run_chain(
             s._unchecked_bytes = unchecked
             append(op_result(s, c, out))
             return i + 1
-        y = array = out
+        y = out
+        array = out.data
+        grads = recording and out._requires_grad
         i += 1
         unchecked += nbytes
         if unchecked > limit:
@@ -348,7 +354,7 @@ def run_chain(
             r = shared[key] = _new(Result, ("op", (brief(name, out),)))
         append(r)
     if steps:
-        y = _tensor(y, steps, kept, array, layout, recording and y._requires_grad)
+        y = _tensor(y, steps, kept, array, layout, grads)
     tensors[name] = y
     s._unchecked_bytes = unchecked
     return i
