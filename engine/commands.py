@@ -372,6 +372,11 @@ def parse(body: Any) -> Command:
                 b = b if type(b) in _SCALARS else _REFS.get(b) if type(b) is str else None
                 if a is not None and b is not None:
                     return _new(Op, (op, [a, b], NO_ATTRS, name, None, False))  # type: ignore[no-any-return]
+    return parse_any(body)
+
+
+def parse_any(body: Any) -> Command:
+    """``parse`` without its hot path: every command, and the errors of every bad one."""
     if not isinstance(body, dict):
         raise InvalidArgument(f"a command must be an object, got {type(body).__name__}")
     kind = body.get("kind")
