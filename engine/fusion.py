@@ -216,6 +216,9 @@ def run_chain(
     name = first.name
     if name is None or first.names is not None:  # a server-chosen name, or several
         return start
+    following = commands[start]
+    if type(following) is not Op or following.name != name:  # unrelated commands: no chain
+        return start
     tensors = s.tensors
     y = tensors[name]  # bound by ``first``
     layout = y._layout

@@ -113,8 +113,7 @@ def deserialize_execute_request(raw: bytes) -> pb.ExecuteRequest | ExecuteBatch:
 
 def encode_results(results: list[Result]) -> bytes:
     """An ExecuteResponse with these results, serialized, as protobuf would serialize it."""
-    recall = RESULTS.recall
-    return b"".join([recall(result, _results_field) for result in results])
+    return b"".join(RESULTS.recall_all(results, _results_field))
 
 
 def _results_field(result: Result) -> bytes:

@@ -52,6 +52,21 @@ class Memo(Generic[K, V]):
             self.put(key, value)
         return value
 
+    def recall_all(self, keys: list[K], make: Callable[[K], V]) -> list[V]:
+        """``recall`` of each key; a key that is the one before it (a fused chain's results
+        are one shared record, engine.fusion) reuses its value without hashing it again."""
+        values: list[V] = []
+        append = values.append
+        recall = self.recall
+        last: object = values  # no key is this list
+        value: V
+        for key in keys:
+            if key is not last:
+                value = recall(key, make)
+                last = key
+            append(value)
+        return values
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -134,9 +134,7 @@ def _render_binary(result: Result) -> bytes:
 def _respond(results: list[Result], binary: bool, batch: bool, status: int) -> Response:
     """The results' JSON, by ``RESULTS_JSON``, a result's bytes remembered
     (not those with values or grads: arrays are neither hashable nor small)."""
-    recall = _RENDERED[binary].recall
-    make = _render_binary if binary else _render_json
-    parts = [recall(result, make) for result in results]
+    parts = _RENDERED[binary].recall_all(results, _render_binary if binary else _render_json)
     body = b'{"results":[' + b",".join(parts) + b"]}" if batch else parts[0]
     return Response(body, status, media_type=JSONResponse.media_type)
 
