@@ -242,7 +242,7 @@ def test_memo_recalls_what_it_made_and_keeps_nothing_for_an_unhashable_key() -> 
     assert len(made) == 4 and len(memo) == 2
 
 
-def test_memo_recall_all_makes_each_value_once_and_repeats_it_for_the_same_key() -> None:
+def test_memo_recall_all_makes_each_value_once_and_looks_each_object_up_once() -> None:
     memo: Memo[Any, str] = Memo(3)
     made: list[Any] = []
 
@@ -251,10 +251,11 @@ def test_memo_recall_all_makes_each_value_once_and_repeats_it_for_the_same_key()
         return repr(key)
 
     shared, unhashable = (1,), ([1],)
-    keys = [shared, shared, (2,), (1,), unhashable, unhashable, shared]
+    keys = [shared, shared, (2,), (1,), unhashable, shared, unhashable]
     assert memo.recall_all(keys, make) == [repr(k) for k in keys]
-    # One hash a run of one object; an unhashable key is made once a run, and not kept.
+    # One lookup an object; an unhashable key is made once a call, and not kept.
     assert made == [shared, (2,), unhashable] and len(memo) == 2
+    assert memo.recall_all([unhashable], make) == [repr(unhashable)] and len(made) == 4
     assert memo.recall_all([], make) == []
 
 
