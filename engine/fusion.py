@@ -12,9 +12,10 @@ the same ufunc or forward on the same arrays), but makes no Tensor and no Node o
 A run of them records one node (``Chain``) whose rule runs the ops' own rules in turn on
 the arrays each of them would have saved; everything a command or backward can observe is
 that of the plain nodes: values and gradients bit for bit, the node's name (the last op's),
-saved buffers and their bytes, versions, freed buffers, retained gradients. Under
-``create_graph=True`` the rule rebuilds the plain nodes (``expand``) and runs them, so
-that the gradient's own graph is theirs.
+saved buffers and their bytes, versions, freed buffers, retained gradients. A backward
+with ``create_graph=True`` first turns each fused node it reaches into the plain nodes it
+stands for (``Chain.unfuse``, from engine.autograd), so that the gradient's own graph is
+theirs.
 
 Other ops of the run (a tensor on the right, say) are called as their executor would, on
 the tensor at hand; whatever is fused before them is made a tensor first.
@@ -134,9 +135,7 @@ class Chain:
         """Make ``node`` the last of the plain nodes it stands for, after the others: under
         ``create_graph=True`` the graph of a gradient holds the nodes whose rules made it,
         and a later pass that frees its buffers frees theirs (PyTorch's graph)."""
-        inputs, versions, arrays = node.inputs, node.versions, node.arrays
-        assert inputs is not None and versions is not None and arrays is not None
-        nodes = self._plain(tuple(arrays), node.out, inputs[0], versions[0], False)
+        nodes = self.plain(node)
         last = nodes.pop()
         # Orders between this node's and the next older integer (engine.graph.next_order):
         # the others run after it and before any node made before the chain.
@@ -147,7 +146,19 @@ class Chain:
         node.arrays = node.metas = last.arrays
         node.inputs = last.inputs
         node.versions = last.versions
+        node.freed = last.freed
+        node.out = last.out
         node.plain = True
+
+    def plain(self, node: Node) -> list[Node]:
+        """The plain nodes that ``node``, whose op this is, stands for, in order: those the
+        fast paths would have made (engine.ops.fast), the first's edge the node's, with the
+        node's saved buffers, or freed as it is."""
+        inputs, versions = node.inputs, node.versions
+        arrays = None if node.arrays is None else tuple(node.arrays)
+        first = None if inputs is None else inputs[0]
+        version = None if versions is None else versions[0]
+        return self._plain(arrays, node.out, first, version, node.freed)
 
     def _plain(
         self,
@@ -187,17 +198,12 @@ class Chain:
 
 
 def expand(node: Node) -> Node:
-    """The last of the plain nodes that a fused node stands for, with its fields, its edge
-    the first's (what a test compares with the unfused graph); any other node itself."""
+    """The last of the plain nodes that a fused node stands for, with its fields (what a
+    test compares with the unfused graph); any other node itself."""
     chain = node.op
     if not isinstance(chain, Chain):
         return node
-    inputs, versions = node.inputs, node.versions
-    arrays = None if node.arrays is None else tuple(node.arrays)
-    first = None if inputs is None else inputs[0]
-    last = chain._plain(
-        arrays, node.out, first, None if versions is None else versions[0], node.freed
-    )[-1]
+    last = chain.plain(node)[-1]
     last.retained = node.retained
     last.out_version = node.out_version
     last.out_versions = node.out_versions

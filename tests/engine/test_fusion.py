@@ -132,6 +132,19 @@ def test_higher_order_grads_through_a_chain(twins: Twins) -> None:
     assert twins.chained == 12
 
 
+@pytest.mark.parametrize("ops", [("sin", "tanh", "exp"), ("add", "neg", "sub")])
+def test_create_graph_after_a_pass_that_freed_a_chain(twins: Twins, ops: tuple[str, ...]) -> None:
+    """Freed buffers fail the second pass alike; a run of ops that save nothing (add, neg,
+    sub) runs it, and the gradient's graph then holds the plain nodes."""
+    chain = [op("y", k, "y", 0.5) if k in ("add", "sub") else op("y", k, "y") for k in ops]
+    twins.run(create("x", X, requires_grad=True), op("y", "add", "x", 3.0), *chain)
+    twins.run(op("s", "sum", "y"), backward("s"))
+    outcome = twins.run(backward("s", create_graph=True), op("gs", "sum", {"grad_of": "x"}))
+    assert outcome[0] == ("error" if ops[0] == "sin" else "ok")
+    twins.run(backward("s", create_graph=True))
+    assert twins.chained == len(ops)
+
+
 def test_a_chain_on_a_grad_made_with_create_graph(twins: Twins) -> None:
     twins.run(create("x", X, requires_grad=True), op("s", "sum", "x"))
     twins.run(backward("s", create_graph=True))
