@@ -133,7 +133,7 @@ HIGHER: list[tuple[float, list[Any]]] = [  # y = x * first, then the chain
     (1.5, [("sin",), ("add", 0.3), ("tanh",)]),
     (1.0, [("exp",), ("sub", 1), ("sigmoid",), ("pow", 2), ("mul", -0.5)]),
     (0.5, [("sqrt",), ("log",), ("cos",), ("div", 3.0), ("reciprocal",), ("tan",)]),
-    (2.0, [("maximum", 1.0), ("pow", 3.5), ("minimum", 40.0), ("neg",), ("relu",), ("abs",)]),
+    (2.0, [("maximum", 1.0), ("pow", 3.5), ("minimum", 40.0), ("sub", 5), ("relu",), ("abs",)]),
 ]
 
 
@@ -225,19 +225,22 @@ def test_writing_the_chains_input_through_another_name(
 # ----- retain_grad and reading a chain's result -----
 
 
+@pytest.mark.parametrize("which", ["y", "x"])  # the chain's result, or its (non-leaf) input
 @pytest.mark.parametrize("same_batch", [True, False])
-def test_retain_grad_on_the_chains_result(twins: Held, same_batch: bool) -> None:
-    chain = [("sin",), ("mul", 2.0), ("tanh",), ("pow", 2)]
-    start = [create("x", POSITIVE, requires_grad=True), op("y", "mul", "x", 1.0)]
-    retain = {"kind": "retain_grad", "tensor": "y"}
-    after = [op("s", "sum", "y"), backward("s"), get("y", grad=True, value=True, repr=True)]
+def test_retain_grad_on_the_chains_result_or_input(
+    twins: Held, which: str, same_batch: bool
+) -> None:
+    twins.run(create("a", POSITIVE, requires_grad=True), op("x", "mul", "a", 2.0))
+    chain = [("mul", 2.0), ("tanh",), ("pow", 2)]
+    retain = {"kind": "retain_grad", "tensor": which}
+    after = [op("s", "sum", "y"), backward("s"), get(which, grad=True, value=True, repr=True)]
     if same_batch:
-        chained(twins, chain, start, [retain, *after])
+        chained(twins, chain, [op("y", "sin", "x")], [retain, *after])
     else:
-        chained(twins, chain, start, [get("y", value=True, repr=True)])
-        twins.run(retain, *after, get("x", grad=True, repr=True))
-    y = twins.fused.tensors["y"]
-    assert y.retains_grad and y.grad is not None
+        chained(twins, chain, [op("y", "sin", "x")], [get("y", value=True, repr=True)])
+        twins.run(retain, *after, get("a", grad=True, repr=True))
+    t = twins.fused.tensors[which]
+    assert t.retains_grad and t.grad is not None
 
 
 # ----- shapes, and a chain rebinding a leaf's own name -----
@@ -294,10 +297,12 @@ def test_byte_limits_fail_chains_at_the_same_command(
     failed = []
     for limit in limits:
         twins = Held(manager, monkeypatch, limits=Limits(max_bytes_per_session=limit))
-        status, detail = chained(twins, _long(120), start, [get("y", value=True)])
+        after = [op(f"z{i}", "mul", "x", 2.0) for i in range(6)]  # counted on from the chain
+        status, detail = chained(twins, _long(120), start, after)
         if status == "error":
             failed.append(detail[2])
-            assert detail[0] == "ResourceExhausted" and twins.chained == max(0, detail[2] - 2)
+            assert detail[0] == "ResourceExhausted"
+            assert twins.chained == max(0, min(120, detail[2] - 2))
         else:
             chained(twins, _long(40), [op("y", "mul", "y", 1.0)], [get("y", value=True)])
     # Without grads the chain holds two tensors (x and y), with them all it made.
@@ -339,7 +344,23 @@ TAILS: dict[str, list[dict[str, Any]]] = {
         get("x", grad=True),
     ],
     "get": [get("y", value=True, grad=True, repr=True)],
+    "inputs": [backward("s", inputs=["x"]), {**GRAD, "inputs": ["y"], "names": ["gy"]}],
+    "gradient": [  # w: y's value, detached, and a chain of its own
+        op("w", "detach", "y"),
+        *steps("w", [("mul", 0.0), ("add", 0.5)]),
+        backward("y", gradient="w"),
+    ],
+    "branch": [  # a chain on z that reads y first
+        op("z", "mul", "y", 2.0),
+        *steps("z", [("sin",), ("add", 1)]),
+        op("t", "sum", "z"),
+        backward("t", retain_graph=True),
+        backward("s"),
+    ],
+    "release": [{"kind": "release", "names": ["y"]}, backward("s"), get("x", grad=True)],
+    "requires_grad": [{"kind": "requires_grad", "tensor": "y", "requires_grad": False}],
 }
+TAIL_CHAINS = {"gradient": 2, "branch": 2}  # commands of the tails that chains run
 
 
 @st.composite
@@ -348,7 +369,7 @@ def _batch(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int]:
     steps = draw(st.lists(_step, min_size=1, max_size=12))
     commands = [op("y", step[0], "y", *step[1:]) for step in steps]
     chained_ = len(commands)
-    at = st.one_of(st.none(), st.none(), st.integers(0, len(commands) - 1))
+    at = st.one_of(st.just(None), st.just(None), st.just(None), st.integers(0, len(commands) - 1))
     no_grad = draw(at)
     if no_grad is not None:  # run as usual, and the next chain starts from it
         commands[no_grad]["no_grad"] = True
@@ -359,10 +380,10 @@ def _batch(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int]:
     return commands, chained_
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(
     dtype=st.sampled_from(["float32", "float64"]),
-    requires_grad=st.booleans(),
+    requires_grad=st.sampled_from([True, True, True, False]),
     batch=_batch(),
     tails=st.lists(st.sampled_from(sorted(TAILS)), min_size=1, max_size=2),
 )
@@ -385,7 +406,7 @@ def test_random_chains_run_alike(
                 *TAILS[tails[0]],
             )
             if status == "ok":
-                assert twins.chained == chained_
+                assert twins.chained == chained_ + TAIL_CHAINS.get(tails[0], 0)
             for tail in tails[1:]:
                 twins.run(*TAILS[tail])
             twins.run(get("x", value=True, grad=True), get("y", value=True, grad=True))
