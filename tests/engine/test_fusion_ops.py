@@ -99,7 +99,7 @@ def _grads_twice(twins: Twins, chain: list[Any], dtype: str, requires_grad: bool
 
 
 @pytest.mark.parametrize("requires_grad", [True, False])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("name", UNARY)
 def test_unary_ops_in_chains(twins: Twins, name: str, dtype: str, requires_grad: bool) -> None:
     for chain in layouts((name,)):
@@ -107,7 +107,7 @@ def test_unary_ops_in_chains(twins: Twins, name: str, dtype: str, requires_grad:
 
 
 @pytest.mark.parametrize("requires_grad", [True, False])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("name", BINARY)
 def test_binary_ops_with_scalars_in_chains(
     twins: Twins, name: str, dtype: str, requires_grad: bool
@@ -359,6 +359,7 @@ TAILS: dict[str, list[dict[str, Any]]] = {
     ],
     "release": [{"kind": "release", "names": ["y"]}, backward("s"), get("x", grad=True)],
     "requires_grad": [{"kind": "requires_grad", "tensor": "y", "requires_grad": False}],
+    "write": [op(None, "mul_", "y", 0.5), backward("s"), get("x", grad=True)],
 }
 TAIL_CHAINS = {"gradient": 2, "branch": 2}  # commands of the tails that chains run
 
@@ -382,15 +383,17 @@ def _batch(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int]:
 
 @settings(max_examples=250, deadline=None)
 @given(
-    dtype=st.sampled_from(["float32", "float64"]),
+    dtype=st.sampled_from(["float16", "float32", "float64"]),
     requires_grad=st.sampled_from([True, True, True, False]),
     batch=_batch(),
+    more=st.lists(_batch(), max_size=2),  # chains on y continued in later batches
     tails=st.lists(st.sampled_from(sorted(TAILS)), min_size=1, max_size=2),
 )
 def test_random_chains_run_alike(
     dtype: str,
     requires_grad: bool,
     batch: tuple[list[dict[str, Any]], int],
+    more: list[tuple[list[dict[str, Any]], int]],
     tails: list[str],
 ) -> None:
     manager = SessionManager(sweep_interval=60)
@@ -398,15 +401,17 @@ def test_random_chains_run_alike(
         twins = Held(manager, monkeypatch)
         try:
             commands, chained_ = batch
+            end = [op("s", "sum", "y"), *TAILS[tails[0]]]
             status, _ = twins.run(
                 create("x", X, dtype=dtype, requires_grad=requires_grad),
                 op("y", "mul", "x", 1.0),
                 *commands,
-                op("s", "sum", "y"),
-                *TAILS[tails[0]],
+                *([] if more else end),
             )
             if status == "ok":
-                assert twins.chained == chained_ + TAIL_CHAINS.get(tails[0], 0)
+                assert twins.chained == chained_ + (0 if more else TAIL_CHAINS.get(tails[0], 0))
+            for i, (commands, _) in enumerate(more, 1):
+                twins.run(*commands, *(end if i == len(more) else []))
             for tail in tails[1:]:
                 twins.run(*TAILS[tail])
             twins.run(get("x", value=True, grad=True), get("y", value=True, grad=True))
