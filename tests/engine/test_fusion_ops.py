@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import parallel
 from engine.session import Limits, SessionManager
 from tests.engine.session_state import backward, create, get, op
 from tests.engine.test_fusion import Outcome, Twins
@@ -33,7 +34,7 @@ SCALARS: list[Any] = [
 ]  # fmt: skip
 X = [0.1, -0.2, 0.0, 2.5, -1.5, 0.5]  # signs, a zero and halves (round, floor, relu, ...)
 
-Step = tuple[str, ...] | tuple[str, Any]
+Step = tuple[Any, ...]  # (op,) or (op, scalar)
 
 
 class Held(Twins):
@@ -50,13 +51,13 @@ def twins(manager: SessionManager, monkeypatch: pytest.MonkeyPatch) -> Held:
     return Held(manager, monkeypatch)
 
 
-def steps(name: str, chain: list[Any]) -> list[dict[str, Any]]:
+def steps(name: str, chain: list[Step]) -> list[dict[str, Any]]:
     """``name = op(name[, scalar])`` for each ``(op,)`` or ``(op, scalar)`` of ``chain``."""
     return [op(name, *step[:1], name, *step[1:]) for step in chain]
 
 
 def chained(
-    twins: Twins, chain: list[Any], before: list[dict[str, Any]], after: list[dict[str, Any]]
+    twins: Twins, chain: list[Step], before: list[dict[str, Any]], after: list[dict[str, Any]]
 ) -> Outcome:
     """Run ``before`` (ending in an op binding y), the chain on y, then ``after``: the chain
     runs whole where the batch succeeds, as far as its failure otherwise."""
@@ -70,7 +71,7 @@ def chained(
     return outcome
 
 
-def layouts(step: Step) -> list[list[Any]]:
+def layouts(step: Step) -> list[list[Step]]:
     """Chains of 1 to 4 ops with ``step`` first, in the middle and last."""
     return [
         [step],
@@ -80,7 +81,7 @@ def layouts(step: Step) -> list[list[Any]]:
     ]
 
 
-def _grads_twice(twins: Twins, chain: list[Any], dtype: str, requires_grad: bool) -> None:
+def _grads_twice(twins: Twins, chain: list[Step], dtype: str, requires_grad: bool) -> None:
     start = [create("x", X, dtype=dtype, requires_grad=requires_grad), op("y", "mul", "x", 1.0)]
     read = get("y", value=True, repr=True)
     if not requires_grad:
@@ -129,7 +130,7 @@ def test_a_bool_subtracted_fails_alike(twins: Twins) -> None:
 # ----- higher-order grads through chains, and PyTorch's values -----
 
 POSITIVE = [0.3, 0.7, 1.1, 1.9]
-HIGHER: list[tuple[float, list[Any]]] = [  # y = x * first, then the chain
+HIGHER: list[tuple[float, list[Step]]] = [  # y = x * first, then the chain
     (1.5, [("sin",), ("add", 0.3), ("tanh",)]),
     (1.0, [("exp",), ("sub", 1), ("sigmoid",), ("pow", 2), ("mul", -0.5)]),
     (0.5, [("sqrt",), ("log",), ("cos",), ("div", 3.0), ("reciprocal",), ("tan",)]),
@@ -137,7 +138,7 @@ HIGHER: list[tuple[float, list[Any]]] = [  # y = x * first, then the chain
 ]
 
 
-def _torch(first: float, chain: list[Any], x: torch.Tensor) -> torch.Tensor:
+def _torch(first: float, chain: list[Step], x: torch.Tensor) -> torch.Tensor:
     y = x * first
     for name, *scalar in chain:
         if name in ("maximum", "minimum"):
@@ -148,7 +149,7 @@ def _torch(first: float, chain: list[Any], x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("first", "chain"), HIGHER)
-def test_second_order_grads_through_chains(twins: Held, first: float, chain: list[Any]) -> None:
+def test_second_order_grads_through_chains(twins: Held, first: float, chain: list[Step]) -> None:
     start = [create("x", POSITIVE, dtype="float64", requires_grad=True), op("y", "mul", "x", first)]
     chained(twins, chain, start, [op("s", "sum", "y")])
     grad = {"kind": "grad", "outputs": ["s"], "inputs": ["x"]}
@@ -207,7 +208,7 @@ def test_writing_the_chains_input_through_another_name(
 ) -> None:
     twins.run(create("a", POSITIVE, requires_grad=True), op("x", "mul", "a", 2.0))
     made = ALIASES[alias]
-    chain: list[Any] = [("tanh",), ("add", 1.0)]
+    chain: list[Step] = [("tanh",), ("add", 1.0)]
     if made is None:
         before = [op("y", first[0], "x", *first[1:])]
     else:
@@ -246,12 +247,12 @@ def test_retain_grad_on_the_chains_result_or_input(
 # ----- shapes, and a chain rebinding a leaf's own name -----
 
 LINSPACE = {"kind": "create", "factory": "linspace", "name": "x", "requires_grad": True}
-SHAPES: dict[str, tuple[dict[str, Any], bool]] = {  # the create, and whether chains run
+SHAPES: dict[str, tuple[dict[str, Any], bool]] = {  # the create; must chains run?
     "0-d": (create("x", 0.5, requires_grad=True), False),
     "empty": (create("x", [], requires_grad=True), True),
     "2-d": (create("x", [X, X[::-1]], requires_grad=True), True),
-    "below threads": ({**LINSPACE, "args": [-2, 2, (1 << 17) - 1]}, True),
-    "threaded": ({**LINSPACE, "args": [-2, 2, 1 << 17]}, False),
+    "below threads": ({**LINSPACE, "args": [-2, 2, parallel.MIN_SIZE - 1]}, True),
+    "threaded": ({**LINSPACE, "args": [-2, 2, parallel.MIN_SIZE]}, False),
 }
 
 
@@ -262,7 +263,8 @@ def test_chains_of_tensors_of_other_shapes(twins: Held, shape: str) -> None:
     end = [op("s", "sum", "y"), backward("s", retain_graph=True), get("x", grad=True)]
     twins.run(made, op("y", "mul", "x", 1.0), *steps("y", chain), *end)
     twins.run(backward("s"), get("x", grad=True), get("y", value=True, repr=True))
-    assert twins.chained == (len(chain) if chains else 0)
+    if chains:
+        assert twins.chained == len(chain)
 
 
 def test_a_chain_rebinding_a_leafs_name(twins: Held) -> None:
@@ -277,11 +279,11 @@ def test_a_chain_rebinding_a_leafs_name(twins: Held) -> None:
 
 # ----- byte limits and long chains -----
 
-CYCLE: list[Any] = [("mul", 0.999), ("sin",), ("add", 0.01), ("tanh",), ("pow", 1.01), ("exp",)]
+CYCLE: list[Step] = [("mul", 0.999), ("sin",), ("add", 0.01), ("tanh",), ("pow", 1.01), ("exp",)]
 CYCLE += [("div", 1.5), ("sigmoid",), ("maximum", -0.5), ("neg",), ("minimum", 2), ("cos",)]
 
 
-def _long(length: int) -> list[Any]:
+def _long(length: int) -> list[Step]:
     return [CYCLE[i % len(CYCLE)] for i in range(length)]
 
 
