@@ -203,17 +203,19 @@ ALIASES = {
     "first", [("sin",), ("pow", 2.0), ("pow", 3), ("maximum", 0.5), ("mul", 3.0), ("exp",)]
 )
 @pytest.mark.parametrize("same_batch", [True, False])
+@pytest.mark.parametrize("target", ["x", "d"])  # d: x detached, sharing its version
 def test_writing_the_chains_input_through_another_name(
-    twins: Held, alias: str, first: Step, same_batch: bool
+    twins: Held, alias: str, first: Step, same_batch: bool, target: str
 ) -> None:
-    twins.run(create("a", POSITIVE, requires_grad=True), op("x", "mul", "a", 2.0))
+    detach = {"kind": "detach", "tensor": "x", "name": "d"}
+    twins.run(create("a", POSITIVE, requires_grad=True), op("x", "mul", "a", 2.0), detach)
     made = ALIASES[alias]
     chain: list[Step] = [("tanh",), ("add", 1.0)]
     if made is None:
         before = [op("y", first[0], "x", *first[1:])]
     else:
         before, chain = [made], [first, *chain]
-    write = [op(None, "mul_", "x", 2.0), op("s", "sum", "y"), backward("s"), get("a", grad=True)]
+    write = [op(None, "mul_", target, 2.0), op("s", "sum", "y"), backward("s"), get("a", grad=True)]
     if same_batch:
         status = chained(twins, chain, before, write)[0]
     else:
@@ -362,6 +364,17 @@ TAILS: dict[str, list[dict[str, Any]]] = {
     "release": [{"kind": "release", "names": ["y"]}, backward("s"), get("x", grad=True)],
     "requires_grad": [{"kind": "requires_grad", "tensor": "y", "requires_grad": False}],
     "write": [op(None, "mul_", "y", 0.5), backward("s"), get("x", grad=True)],
+    "write_detached": [
+        {"kind": "detach", "tensor": "y", "name": "d"},
+        op(None, "mul_", "d", 0.5),
+        backward("s"),
+    ],
+    "zero_grad": [
+        backward("s", retain_graph=True),
+        {"kind": "zero_grad", "tensors": ["x"]},
+        backward("s"),
+        get("x", grad=True),
+    ],
 }
 TAIL_CHAINS = {"gradient": 2, "branch": 2}  # commands of the tails that chains run
 
