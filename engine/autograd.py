@@ -55,21 +55,6 @@ def _topological_order(roots: list[GraphNode]) -> list[GraphNode]:
     return order
 
 
-def _unfuse(roots: list[GraphNode]) -> None:
-    """Replace each fused node under ``roots`` by the plain nodes it stands for (see
-    engine.fusion.Chain.unfuse): a graph recorded from their rules holds them."""
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if type(node) is not Node or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op.fused:
-            node.op.unfuse(node)  # type: ignore[union-attr]
-        stack.extend(edge for edge in node.edges if edge is not None)
-
-
 def _needed(order: list[GraphNode], targets: set[GraphNode]) -> set[GraphNode]:
     """Nodes on some path to a target (the order is walked backwards, children first)."""
     needed: set[GraphNode] = set()
@@ -202,8 +187,6 @@ def run_backward(
     Returns the gradient reaching each leaf accumulator (or each target), the gradients of
     tensors that retain theirs, and the nodes whose buffers to free.
     """
-    if create_graph:
-        _unfuse([node for node, _ in roots])
     target_set = set(targets) if targets is not None else None
     needed = None
     if target_set is not None:
@@ -236,6 +219,13 @@ def run_backward(
             if sums:
                 sums.pop(id(g), None)
             op = node.op
+            if create_graph and op.fused:
+                # A fused node (engine.fusion) as the plain nodes it stands for: the graph of
+                # the rules holds theirs. Those are needed where the chain's input is.
+                others = op.unfuse(node)  # type: ignore[union-attr]
+                if needed is not None and op.edge in needed:  # type: ignore[union-attr]
+                    needed.update(others)
+                op = node.op
             edges = node.edges
             n = len(edges)
             if simple and node.plain and not node.retained and op.vjp is not None:
@@ -301,7 +291,7 @@ def run_backward(
                     else:
                         parallel.flush()  # the rule reads its arrays at once
                     results = adding if adding is not None else node.run(g, create_graph)
-            fit = not node.plain
+            fit = not (node.plain or op.fused)  # a fused node's gradient has its input's layout
             metas = node.metas
             # The node to run next is the newest of those with a gradient: in a chain, the one
             # this node reaches first. Its gradient stays out of ``grads`` and the heap.

@@ -350,7 +350,7 @@ def parse(body: Any) -> Command:
     # The hot path of a batch: an op of one or two inputs, each a name seen before or a
     # number, binding a name seen before or none, and no other field. Anything else, or
     # anything wrong, is the general parser's (which says what is wrong).
-    if type(body) is dict and body.get("kind") == "op":
+    if type(body) is dict and type(kind := body.get("kind")) is str and kind == "op":
         op = body.get("op")
         inputs = body.get("inputs")
         name = body.get("name")

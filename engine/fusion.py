@@ -18,15 +18,18 @@ stands for (``Chain.unfuse``, from engine.autograd), so that the gradient's own 
 theirs.
 
 Other ops of the run (a tensor on the right, say) are called as their executor would, on
-the tensor at hand; whatever is fused before them is made a tensor first.
+the tensor at hand; whatever is fused before them is made a tensor first. Left out:
+CuPy arrays, and ``floor_divide``, whose rule raises (a fused node checks its saved
+input's version before its rules run, a plain node after the later ops' rules).
 
 What the chain saves besides: the name is bound once, at the end (and before a byte check,
 which walks the session's names), with one entry in the batch's undo log, the first
 command's; the element and tensor counts cannot change (every tensor of the chain has its
-input's layout, checked); the bytes are counted per command as ``Session.new`` counts them,
-and checked at the same commands; results are equal records (``Result`` of one
-``TensorInfo``) built once per kind of result and shared, which they may be: both are
-immutable.
+input's layout: a ufunc on a float array and a number of that dtype or a Python number
+keeps it, and another forward's result is checked); the bytes are counted per command as
+``Session.new`` counts them, and checked at the same commands; results are equal records
+(``Result`` of one ``TensorInfo``) built once per kind of result and shared, which they may
+be: both are immutable.
 
 A command that does not fit, or whose result does not, ends the chain: the session runs
 it the usual way.
@@ -37,11 +40,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine import grad_mode
+from engine import grad_mode, journal
 from engine.commands import Command, Op, Ref
 from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64, NDARRAY
 from engine.executors import BAD_ARGUMENTS, bad_arguments, op_result
-from engine.graph import NO_ATTRS, Meta, Node, new_node
+from engine.graph import NO_ATTRS, Node, new_node
 from engine.ops import elementwise as ew
 from engine.ops.registry import OPS, Primitive
 from engine.results import DTYPE_NAMES, Result, TensorInfo, brief
@@ -82,6 +85,7 @@ def _fusible() -> dict[str, Fusible]:
         and fn.differentiable
         and fn.vjp is not None
         and fn.operands in (1, 2)
+        and fn is not ew.floor_divide  # whose rule raises: the chain's checks run before it
     }
     # Commands reach these through composites that take a tensor on the left straight to
     # the primitive's fast path (engine.functional).
@@ -92,17 +96,16 @@ def _fusible() -> dict[str, Fusible]:
 
 
 FUSIBLE = _fusible()
-_METAS: dict[Layout, Meta] = {}  # one per layout; a Meta is never written
 
 
 class Chain:
-    """The op of a fused node: its ops in order, and what ``expand`` needs to rebuild them.
+    """The op of a fused node: its ops in order, and what ``plain`` needs to rebuild them.
 
     The node keeps, as its ``arrays``, the arrays its ops' rules read (in the order they
     were made; the first, the chain's input where the first op reads it, else None) and,
-    as its ``out``, the last op's output where its rule reads it; ``inputs`` are
-    ``arrays`` with the chain's input Tensor first (for its version), ``versions`` that
-    Tensor's version or None, then None for the arrays no command can write.
+    as its ``out``, the last op's output where its rule reads it. ``inputs`` and
+    ``versions`` are as long: the chain's input Tensor where the first op reads it, and its
+    version (``Node.check_saved``), then None for the arrays no command can write.
     """
 
     __slots__ = ("edge", "layout", "name", "outputs_first", "saves", "steps")
@@ -126,29 +129,27 @@ class Chain:
             x = saved[i_in] if i_in >= 0 else g  # a plain node keeping no input gets g
             o = saved[i_out] if i_out >= 0 else None
             grads = op.vjp(g, o, x) if number is None else op.vjp(g, o, x, number)  # type: ignore[misc]
-            g = grads[0]
-            if g is None:
-                break
+            g = grads[0]  # every fused op's rule gives its input's gradient
         return (g,)
 
-    def unfuse(self, node: Node) -> None:
-        """Make ``node`` the last of the plain nodes it stands for, after the others: under
-        ``create_graph=True`` the graph of a gradient holds the nodes whose rules made it,
-        and a later pass that frees its buffers frees theirs (PyTorch's graph)."""
+    def unfuse(self, node: Node) -> list[Node]:
+        """Make ``node`` the last of the plain nodes it stands for and return the others,
+        which run after it: under ``create_graph=True`` the graph of a gradient holds the
+        nodes whose rules made it, and a later pass that frees its buffers frees theirs
+        (PyTorch's graph). Journaled: a failed batch gets the fused node back."""
+        if journal.active():
+            state = tuple(getattr(node, field) for field in _UNFUSED)
+            journal.record(lambda: _restore(node, state))
         nodes = self.plain(node)
         last = nodes.pop()
-        # Orders between this node's and the next older integer (engine.graph.next_order):
-        # the others run after it and before any node made before the chain.
+        # Orders between this node's and the next older integer (engine.graph.next_order),
+        # the earlier ops' larger: they run after it, in turn, and before any node made
+        # before the chain. Each chain's orders lie in its own interval: no two are equal.
         for k, other in enumerate(nodes):
             other.order = node.order + (len(nodes) - k) / (len(nodes) + 1)  # type: ignore[assignment]
-        node.op = last.op
-        node.edges = last.edges
-        node.arrays = node.metas = last.arrays
-        node.inputs = last.inputs
-        node.versions = last.versions
-        node.freed = last.freed
-        node.out = last.out
-        node.plain = True
+        for field in _UNFUSED:
+            setattr(node, field, getattr(last, field))
+        return nodes
 
     def plain(self, node: Node) -> list[Node]:
         """The plain nodes that ``node``, whose op this is, stands for, in order: those the
@@ -195,6 +196,15 @@ class Chain:
             nodes.append(node)
             edge = node
         return nodes
+
+
+# What unfusing changes of a fused node: the last plain node's fields.
+_UNFUSED = ("op", "edges", "arrays", "metas", "inputs", "versions", "freed", "out", "plain")
+
+
+def _restore(node: Node, state: tuple[Any, ...]) -> None:
+    for field, value in zip(_UNFUSED, state, strict=True):
+        setattr(node, field, value)
 
 
 def expand(node: Node) -> Node:
@@ -369,6 +379,9 @@ def run_chain(
     return i
 
 
+_NO_METAS = (None,)
+
+
 def _info(name: str, layout: Layout, node: str | None) -> TensorInfo:
     """``brief`` of a fused op's result: of the chain's layout, made by ``node``."""
     assert layout
@@ -388,19 +401,16 @@ def _tensor(
     out = kept.pop() if steps[-1][3] >= 0 else None  # the last op's output, kept last
     first = x if kept[0] is not None else None
     edge = x.grad_fn if x.grad_fn is not None else x.edge()
-    meta = _METAS.get(layout)
-    if meta is None:
-        meta = _METAS[layout] = Meta(x.data)
-    versions = (None if first is None else x.version, *(None,) * (len(kept) - 1))
+    rest = (None,) * (len(kept) - 1)  # arrays no command can write
     node = new_node(
         Chain(tuple(steps), edge, layout),
         steps[-1][0].fixed_name,
         NO_ATTRS,
         (edge,),
         tuple(kept),
-        (meta,),
-        (first, *kept[1:]),
-        versions,
+        _NO_METAS,  # autograd fits no gradient of a fused node: it has its input's layout
+        (first, *rest),
+        (None if first is None else x.version, *rest),
     )
     node.out = out
     return new_tensor(array, True, node, layout)

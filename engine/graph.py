@@ -198,7 +198,8 @@ class Node:
             return
         # A fused node (engine.fusion) of several ops checks its output first, as the last
         # of its ops would run first.
-        if self.op.outputs_first:
+        outputs_first = self.op.outputs_first
+        if outputs_first:
             self._check_output()
         if self.versions is not None and self.inputs is not None:
             for a, saved in zip(self.inputs, self.versions, strict=True):
@@ -206,7 +207,8 @@ class Node:
                 if saved is not None and a._version is not None and a._version.value != saved:
                     producer = a.grad_fn.name if a.grad_fn is not None else None
                     _raise_modified(a.data, a._version.value, saved, producer)
-        self._check_output()
+        if not outputs_first:
+            self._check_output()
 
     def _check_output(self) -> None:
         if self.out_version is not None and self.out_version.value != self.out_versions:

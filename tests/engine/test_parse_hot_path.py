@@ -111,3 +111,13 @@ def test_the_common_op_commands_take_the_hot_path(
 def test_other_bodies_are_the_general_parsers(body: dict[str, Any]) -> None:
     parse_any({"kind": "op", "op": "sin", "inputs": ["y"], "name": "y"})  # known names
     _same(body)
+
+
+class Kind(str):
+    """A str subclass, as ``numpy.str_`` is: no command kind (review)."""
+
+
+def test_a_kind_that_is_a_str_subclass_is_refused_alike() -> None:
+    parse_any({"kind": "op", "op": "sin", "inputs": ["y"], "name": "y"})
+    outcome = _same({"kind": Kind("op"), "op": "sin", "inputs": ["y"], "name": "y"})
+    assert outcome[0] == "error" and "unknown command kind" in outcome[1][1]
