@@ -41,6 +41,7 @@ class Commands:
     """A plain batch body's commands, each remembered or unseen; ``text`` is the body's."""
 
     items: list[Any]  # commands (named tuples), and unseen ones as plain (text, value) tuples
+    unseen: list[int]  # where the unseen ones are in ``items``, in order
     text: str
 
     def __len__(self) -> int:
@@ -48,18 +49,15 @@ class Commands:
 
     def parsed(self) -> Parsed | list[Any]:
         """The engine's commands, or the command dicts when one of them does not parse."""
-        out = Parsed()
-        append = out.append
+        # The remembered ones as they are, in one copy: a step's batch is mostly those.
+        out = Parsed(self.items)
         try:
-            for item in self.items:
-                if type(item) is not tuple:  # a command: a named tuple
-                    append(item)
-                    continue
-                text, value = item
+            for i in self.unseen:
+                text, value = self.items[i]
                 command = parse(decode_payload(value))
                 if value.get("kind") != "create" and len(text) <= MAX_COMMAND_CHARS:
                     _remember(text, command)
-                append(command)
+                out[i] = command
         except EngineError:
             return list(json.loads(self.text)["commands"])
         return out
@@ -92,7 +90,7 @@ def split(raw: bytes) -> Commands | None:
     get = COMMANDS.get
     find = text.find
     startswith = text.startswith
-    items, pos = _remembered(text, head.end())
+    items, unseen, pos = _remembered(text, head.end())
     append = items.append
     try:
         if startswith("]", pos):
@@ -108,6 +106,7 @@ def split(raw: bytes) -> Commands | None:
                         break
                 else:
                     value, end = _scan(text, pos)
+                    unseen.append(len(items))
                     append((text[pos:end], value))
                 if startswith(", ", end):  # json.dumps' separator, then the compact one
                     pos = end + 2
@@ -128,12 +127,13 @@ def split(raw: bytes) -> Commands | None:
     pos = _skip(text, pos)
     if not startswith("}", pos) or _skip(text, pos + 1) != len(text):
         return None
-    return Commands(items, text)
+    return Commands(items, unseen, text)
 
 
-def _remembered(text: str, pos: int) -> tuple[list[Any], int]:
-    """The commands from ``pos`` on, read in runs of remembered ones, and where the first
-    command left to ``split`` starts (the last one, or one that holds a separator).
+def _remembered(text: str, pos: int) -> tuple[list[Any], list[int], int]:
+    """The commands from ``pos`` on, read in runs of remembered ones, where the unseen ones
+    are among them, and where the first command left to ``split`` starts (the last one, or
+    one that holds a separator).
 
     Cut at each ``}, {`` (``},{`` in compact JSON), the text gives each command's inside
     while no command holds that separator. A piece found among the remembered insides is a
@@ -144,8 +144,9 @@ def _remembered(text: str, pos: int) -> tuple[list[Any], int]:
     anything after an object that did not end with its piece, are left to ``split``.
     """
     items: list[Any] = []
+    unseen: list[int] = []
     if not text.startswith("{", pos):
-        return items, pos
+        return items, unseen, pos
     separator = "}, {"
     pieces = text[pos + 1 :].split(separator)
     if len(pieces) == 1:
@@ -154,7 +155,7 @@ def _remembered(text: str, pos: int) -> tuple[list[Any], int]:
     del pieces[-1]
     found = list(map(COMMANDS.get, pieces))
     if found.count(None) * 2 > len(found):  # mostly unseen: split's loop reads them faster
-        return items, pos
+        return items, unseen, pos
     step = len(separator)
     i, n = 0, len(found)
     while i < n:
@@ -172,10 +173,11 @@ def _remembered(text: str, pos: int) -> tuple[list[Any], int]:
             break  # split says where it is not JSON
         if end != pos + len(pieces[j]) + 2:
             break
+        unseen.append(len(items))
         items.append((text[pos:end], value))
         pos += len(pieces[j]) + step
         i = j + 1
-    return items, pos
+    return items, unseen, pos
 
 
 def _skip(text: str, pos: int) -> int:

@@ -191,6 +191,7 @@ def test_plain_bodies_split_into_what_json_loads_reads(body: bytes) -> None:
         for item, value in zip(commands.items, values, strict=True):
             if type(item) is tuple:
                 assert json.loads(item[0]) == item[1] == value
+        assert commands.unseen == [i for i, x in enumerate(commands.items) if type(x) is tuple]
 
 
 def test_what_is_remembered_is_found_by_its_text() -> None:
