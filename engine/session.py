@@ -206,8 +206,13 @@ class Session:
                             )
                         append(executor(self, command))
                         i += 1
+                        # A chain continues a name: only a next op that binds the same
+                        # name can start one (a call for every op of unrelated commands
+                        # cost ~0.2 us each).
                         if type(command) is Op and i < n:
-                            i = run_chain(self, command, commands, i, append)
+                            following = commands[i]
+                            if type(following) is Op and following.name == command.name:
+                                i = run_chain(self, command, commands, i, append)
                     self._check_bytes()
             except BaseException as exc:
                 self._restore_names()
