@@ -88,20 +88,28 @@ def run_op(s: Session, c: Op) -> Result:
     layout = out._layout if type(out) is Tensor and op[-1] != "_" else None
     if not layout:
         return op_result(s, c, out)
-    # A new small tensor of floats: its result, an immutable record, is shared by every
-    # command of the batch that reports the same (as a fused chain's are: engine.fusion).
-    node = out.grad_fn
-    grad_fn = None if node is None else node.name
-    key = (name, layout, out._requires_grad, grad_fn, out.grad is not None)
+    # A tensor with a layout (small, of floats). Its result, an immutable record, is shared
+    # by the commands of the batch that report the same (as a fused chain's are:
+    # engine.fusion), from a name's second result on: most names of a batch (a training
+    # step's) are bound once, and a key kept for each would outlive it.
     shared = s.shared
-    r = shared.get(key)
-    if r is None:
-        if layout[1] not in SUPPORTED_DTYPES:
-            return op_result(s, c, out)
-        s.bind(out, name)
-        r = shared[key] = _new(Result, ("op", (brief(name, out),)))
+    key: Any = None
+    if name in shared:
+        node = out.grad_fn
+        grad_fn = None if node is None else node.name
+        key = (name, layout, out._requires_grad, grad_fn, out.grad is not None)
+        r = shared.get(key)
+        if r is not None:
+            s.bind(out, name)
+            return r
     else:
-        s.bind(out, name)
+        shared[name] = None
+    if layout[1] not in SUPPORTED_DTYPES:
+        return op_result(s, c, out)
+    s.bind(out, name)
+    r = _new(Result, ("op", (brief(name, out),)))
+    if key is not None:
+        shared[key] = r
     return r  # type: ignore[no-any-return]
 
 

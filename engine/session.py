@@ -89,8 +89,8 @@ class Session:
         # the limit before it fails (the exact check also runs at the batch's end).
         self._unchecked_bytes = 0
         # The batch's results that commands may share (engine.executors.run_op), by what
-        # they report.
-        self.shared: dict[Any, Result] = {}
+        # they report; and the names bound (None) since the batch began.
+        self.shared: dict[Any, Result | None] = {}
         self.closed = False
 
     def check_token(self, token: str) -> bool:
