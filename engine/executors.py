@@ -29,7 +29,7 @@ from engine.commands import (
 from engine.dtypes import DTYPES
 from engine.errors import InvalidArgument, NotFound, ResourceExhausted
 from engine.grad_mode import set_grad_enabled
-from engine.ops.registry import OPS
+from engine.ops.registry import OPS, Primitive
 from engine.results import Result, TensorInfo, brief, info, result
 from engine.tensor import Tensor
 
@@ -42,14 +42,80 @@ BAD_ARGUMENTS = (TypeError, ValueError, IndexError, AttributeError, ArithmeticEr
 SUPPORTED_DTYPES = frozenset(DTYPES.values())
 
 _new = tuple.__new__
+_SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
 
 
 # ----- op -----
 
 
 def run_op(s: Session, c: Op) -> Result:
-    """Apply an op. The common case (refs and scalars in, one new tensor out) takes one
-    pass over the inputs; lists, in-place ops and several results go the general way."""
+    """Apply an op. The common command of a batch (one or two inputs, each a name or a
+    Python number, a name given, nothing else) takes the lean way here; everything else,
+    and every error, ``run_op_any``'s (the reference: tests/engine/test_run_op.py)."""
+    op, inputs, attrs, name, names, no_grad = c
+    n = len(inputs)
+    if not name or names is not None or attrs or no_grad or not 0 < n < 3:
+        return run_op_any(s, c)
+    fn = OPS.get(op)
+    tensors = s.tensors
+    tensor = False  # a tensor among the inputs
+    a = inputs[0]
+    kind = type(a)
+    if kind is Ref:
+        a = None if a.grad else tensors.get(a.name)
+        tensor = a is not None
+    elif kind not in _SCALARS:
+        a = None
+    if n == 2:
+        b = inputs[1]
+        kind = type(b)
+        if kind is Ref:
+            b = None if b.grad else tensors.get(b.name)
+            tensor = b is not None or tensor
+        elif kind not in _SCALARS:
+            b = None
+    if fn is None or a is None or (n == 2 and b is None) or not tensor:
+        return run_op_any(s, c)
+    try:
+        if type(fn) is Primitive and fn.fast and fn.operands == n:
+            # What ``fn(...)`` gives with a Tensor among its operands (Primitive.__call__,
+            # registry.apply), two calls fewer.
+            out = fn.unary(a) if n == 1 else fn.binary(a, b)
+        else:
+            out = fn(a) if n == 1 else fn(a, b)
+    except BAD_ARGUMENTS as exc:
+        raise bad_arguments(c, exc) from exc
+    layout = out._layout if type(out) is Tensor and op[-1] != "_" else None
+    if not layout:
+        return op_result(s, c, out)
+    # A tensor with a layout (small, of floats). Its result, an immutable record, is shared
+    # by the commands of the batch that report the same (as a fused chain's are:
+    # engine.fusion), from a name's second result on: most names of a batch (a training
+    # step's) are bound once, and a key kept for each would outlive it.
+    shared = s.shared
+    key: Any = None
+    if name in shared:
+        node = out.grad_fn
+        grad_fn = None if node is None else node.name
+        key = (name, layout, out._requires_grad, grad_fn, out.grad is not None)
+        r = shared.get(key)
+        if r is not None:
+            s.bind(out, name)
+            return r
+    else:
+        shared[name] = None
+    if layout[1] not in SUPPORTED_DTYPES:
+        return op_result(s, c, out)
+    s.bind(out, name)
+    r = _new(Result, ("op", (brief(name, out),)))
+    if key is not None:
+        shared[key] = r
+    return r  # type: ignore[no-any-return]
+
+
+def run_op_any(s: Session, c: Op) -> Result:
+    """Apply any op command. The common case (refs and scalars in, one new tensor out) takes
+    one pass over the inputs; lists, in-place ops and several results go the general way."""
     op, inputs, attrs, _, _, no_grad = c
     fn = OPS.get(op)
     if fn is None:

@@ -51,11 +51,13 @@ def brief(name: str, t: Tensor) -> TensorInfo:
     """A tensor's metadata as it is now (later commands of the batch may change it)."""
     data = t.data
     node = t.grad_fn
+    layout = t._layout
     return _new(  # type: ignore[no-any-return]
         TensorInfo,
         (
             name,
-            data.shape,  # a tuple, on either backend
+            # A tuple on either backend: the layout's (one for many tensors: no new object)
+            layout[2] if layout else data.shape,
             DTYPE_NAMES[data.dtype],
             t._requires_grad,
             node is None,

@@ -88,6 +88,9 @@ class Session:
         # checks again once they pass an eighth of the limit, so it cannot allocate far past
         # the limit before it fails (the exact check also runs at the batch's end).
         self._unchecked_bytes = 0
+        # The batch's results that commands may share (engine.executors.run_op), by what
+        # they report; and the names bound (None) since the batch began.
+        self.shared: dict[Any, Result | None] = {}
         self.closed = False
 
     def check_token(self, token: str) -> bool:
@@ -100,6 +103,14 @@ class Session:
 
     def new(self, t: Tensor, name: str | None) -> TensorInfo:
         """Bind a tensor a command made to ``name`` (server-chosen when None), within limits."""
+        if not name:
+            name = f"%{self._next_auto}"
+            self._next_auto += 1
+        self.bind(t, name)
+        return brief(name, t)
+
+    def bind(self, t: Tensor, name: str) -> None:
+        """``new`` without its result, for a name given."""
         limits = self.limits
         size = t.data.size
         if size > limits.max_elements_per_tensor:
@@ -107,9 +118,6 @@ class Session:
                 f"tensor of {int(size)} elements exceeds the limit of "
                 f"{limits.max_elements_per_tensor} elements per tensor"
             )
-        if not name:
-            name = f"%{self._next_auto}"
-            self._next_auto += 1
         tensors = self.tensors
         old = tensors.get(name)
         rebound = self._rebound
@@ -124,7 +132,6 @@ class Session:
         self._unchecked_bytes += t.data.nbytes
         if self._unchecked_bytes > limits.max_bytes_per_session >> 3:
             self._check_bytes()
-        return brief(name, t)
 
     def unbind(self, name: str) -> None:
         old = self.tensors.pop(name)
@@ -183,6 +190,7 @@ class Session:
             next_auto = self._next_auto
             self._rebound = []
             self._unchecked_bytes = 0
+            self.shared = {}
             results: list[Result] = []
             append = results.append
             run = executors.EXECUTORS.get
@@ -198,8 +206,13 @@ class Session:
                             )
                         append(executor(self, command))
                         i += 1
+                        # A chain continues a name: only a next op that binds the same
+                        # name can start one (a call for every op of unrelated commands
+                        # cost ~0.2 us each).
                         if type(command) is Op and i < n:
-                            i = run_chain(self, command, commands, i, append)
+                            following = commands[i]
+                            if type(following) is Op and following.name == command.name:
+                                i = run_chain(self, command, commands, i, append)
                     self._check_bytes()
             except BaseException as exc:
                 self._restore_names()
@@ -211,6 +224,7 @@ class Session:
                 raise
             finally:
                 self._rebound = []
+                self.shared = {}
                 self.last_used = time.monotonic()  # a long batch is use until its end
             return results
 
