@@ -227,13 +227,11 @@ def run_chain(
     start: int,
     append: Callable[[Result], None],
 ) -> int:
-    """Run the chain that continues ``first`` (just run) from ``commands[start]``; returns
-    the index of the first command it did not run."""
+    """Run the chain that continues ``first`` (just run) from ``commands[start]``, an op
+    binding the same name (``Session.execute`` calls it only then); returns the index of
+    the first command it did not run."""
     name = first.name
     if name is None or first.names is not None:  # a server-chosen name, or several
-        return start
-    following = commands[start]
-    if type(following) is not Op or following.name != name:  # unrelated commands: no chain
         return start
     tensors = s.tensors
     y = tensors[name]  # bound by ``first``
