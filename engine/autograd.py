@@ -450,7 +450,10 @@ def backward(
     given: set[int] = set()
 
     def distinct(g: Any) -> Any:
-        """A rule may pass one array to several inputs (add): each ``.grad`` gets its own."""
+        """A rule may pass one array to several inputs (add): each ``.grad`` gets its own.
+        (A Tensor, under ``create_graph``, ``accumulate_grad_`` copies itself.)"""
+        if type(g) is Tensor:
+            return g
         if id(g) in given:
             return g.copy()
         given.add(id(g))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from engine.dtypes import dtype_from_name
+from engine.dtypes import NUMBERS, dtype_from_name
 from engine.errors import EngineError, InvalidArgument
 
 # Matched with ``fullmatch``: ``$`` would also accept a trailing newline ("%1\n").
@@ -171,7 +171,6 @@ KINDS: dict[str, type[Command]] = {
 FIELDS: dict[str, frozenset[str]] = {
     kind: frozenset({"kind", *cls._fields}) for kind, cls in KINDS.items()
 }
-_SCALARS = frozenset({bool, int, float})
 _new = tuple.__new__
 _ABSENT: Any = object()
 
@@ -363,13 +362,13 @@ def parse(body: Any) -> Command:
             n = len(inputs)
             if n == 1:
                 a = inputs[0]
-                a = a if type(a) in _SCALARS else _REFS.get(a) if type(a) is str else None
+                a = a if type(a) in NUMBERS else _REFS.get(a) if type(a) is str else None
                 if a is not None:
                     return _new(Op, (op, [a], NO_ATTRS, name, None, False))  # type: ignore[no-any-return]
             elif n == 2:
                 a, b = inputs
-                a = a if type(a) in _SCALARS else _REFS.get(a) if type(a) is str else None
-                b = b if type(b) in _SCALARS else _REFS.get(b) if type(b) is str else None
+                a = a if type(a) in NUMBERS else _REFS.get(a) if type(a) is str else None
+                b = b if type(b) in NUMBERS else _REFS.get(b) if type(b) is str else None
                 if a is not None and b is not None:
                     return _new(Op, (op, [a, b], NO_ATTRS, name, None, False))  # type: ignore[no-any-return]
     return parse_any(body)
@@ -402,17 +401,17 @@ def _parse_op(body: dict[str, Any]) -> Op:
         if n == 2:
             a, b = inputs
             inputs = [
-                a if type(a) in _SCALARS else (type(a) is str and _REFS.get(a)) or parse_input(a),
-                b if type(b) in _SCALARS else (type(b) is str and _REFS.get(b)) or parse_input(b),
+                a if type(a) in NUMBERS else (type(a) is str and _REFS.get(a)) or parse_input(a),
+                b if type(b) in NUMBERS else (type(b) is str and _REFS.get(b)) or parse_input(b),
             ]
         elif n == 1:
             a = inputs[0]
             inputs = [
-                a if type(a) in _SCALARS else (type(a) is str and _REFS.get(a)) or parse_input(a)
+                a if type(a) in NUMBERS else (type(a) is str and _REFS.get(a)) or parse_input(a)
             ]
         else:
             inputs = [
-                v if type(v) in _SCALARS else (type(v) is str and _REFS.get(v)) or parse_input(v)
+                v if type(v) in NUMBERS else (type(v) is str and _REFS.get(v)) or parse_input(v)
                 for v in inputs
             ]
     elif inputs is _ABSENT:

@@ -146,6 +146,8 @@ FLOAT32, FLOAT64 = DTYPES["float32"], DTYPES["float64"]
 # An attribute of the numpy module costs ~300 instructions a load on CPython 3.11 (its loads
 # stay unspecialized), a global ~30: hot paths test array types against this name.
 NDARRAY = numpy.ndarray
+# Python numbers, tested by exact type (``type(x) in NUMBERS``: bool is no int here).
+NUMBERS = frozenset((int, float, bool))
 CONSTANTS32, CONSTANTS64 = Constants(FLOAT32), Constants(FLOAT64)
 
 

@@ -26,7 +26,7 @@ from engine.commands import (
     ZeroGrad,
     parse_ref,
 )
-from engine.dtypes import DTYPES
+from engine.dtypes import DTYPES, NUMBERS
 from engine.errors import InvalidArgument, NotFound, ResourceExhausted
 from engine.grad_mode import set_grad_enabled
 from engine.ops.registry import OPS, Primitive
@@ -42,7 +42,6 @@ BAD_ARGUMENTS = (TypeError, ValueError, IndexError, AttributeError, ArithmeticEr
 SUPPORTED_DTYPES = frozenset(DTYPES.values())
 
 _new = tuple.__new__
-_SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
 
 
 # ----- op -----
@@ -50,8 +49,9 @@ _SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
 
 def run_op(s: Session, c: Op) -> Result:
     """Apply an op. The common command of a batch (one or two inputs, each a name or a
-    Python number, a name given, nothing else) takes the lean way here; everything else,
-    and every error, ``run_op_any``'s (the reference: tests/engine/test_run_op.py)."""
+    Python number, a name given, nothing else) takes the lean way here, where its op's
+    errors and its binding's limits are raised as ``run_op_any`` raises them; everything
+    else, and every bad input, is ``run_op_any``'s (the reference: tests/engine/test_run_op.py)."""
     op, inputs, attrs, name, names, no_grad = c
     n = len(inputs)
     if not name or names is not None or attrs or no_grad or not 0 < n < 3:
@@ -64,7 +64,7 @@ def run_op(s: Session, c: Op) -> Result:
     if kind is Ref:
         a = None if a.grad else tensors.get(a.name)
         tensor = a is not None
-    elif kind not in _SCALARS:
+    elif kind not in NUMBERS:
         a = None
     if n == 2:
         b = inputs[1]
@@ -72,7 +72,7 @@ def run_op(s: Session, c: Op) -> Result:
         if kind is Ref:
             b = None if b.grad else tensors.get(b.name)
             tensor = b is not None or tensor
-        elif kind not in _SCALARS:
+        elif kind not in NUMBERS:
             b = None
     if fn is None or a is None or (n == 2 and b is None) or not tensor:
         return run_op_any(s, c)

@@ -27,7 +27,7 @@ which walks the session's names), with one entry in the batch's undo log, the fi
 command's; the element and tensor counts cannot change (every tensor of the chain has its
 input's layout: a ufunc on a float array and a number of that dtype or a Python number
 keeps it, and another forward's result is checked); the bytes are counted per command as
-``Session.new`` counts them, and checked at the same commands; results are equal records
+``Session.bind`` counts them, and checked at the same commands; results are equal records
 (``Result`` of one ``TensorInfo``) built once per kind of result and shared, which they may
 be: both are immutable.
 
@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 from engine import grad_mode, journal
 from engine.commands import Command, Op, Ref
-from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64, NDARRAY
+from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64, NDARRAY, NUMBERS
 from engine.executors import BAD_ARGUMENTS, bad_arguments, op_result
-from engine.graph import NO_ATTRS, Node, new_node
+from engine.graph import NO_ATTRS, Node, new_node, next_order
 from engine.ops import elementwise as ew
 from engine.ops.registry import OPS, Primitive
 from engine.results import DTYPE_NAMES, Result, TensorInfo, brief
@@ -53,7 +53,6 @@ from engine.tensor import Layout, Tensor, new_tensor
 if TYPE_CHECKING:
     from engine.session import Session
 
-_SCALARS = frozenset((int, float, bool))
 _new = tuple.__new__
 
 # A fused step: (primitive, Python number or None for an op of one operand, the index of
@@ -142,11 +141,10 @@ class Chain:
             journal.record(lambda: _restore(node, state))
         nodes = self.plain(node)
         last = nodes.pop()
-        # Orders between this node's and the next older integer (engine.graph.next_order),
-        # the earlier ops' larger: they run after it, in turn, and before any node made
-        # before the chain. Each chain's orders lie in its own interval: no two are equal.
+        # The orders the plain nodes would have had, taken for them when the node was made
+        # (``_tensor``): each one above the next, this node's the last.
         for k, other in enumerate(nodes):
-            other.order = node.order + (len(nodes) - k) / (len(nodes) + 1)  # type: ignore[assignment]
+            other.order = node.order + len(nodes) - k
         for field in _UNFUSED:
             setattr(node, field, getattr(last, field))
         return nodes
@@ -315,7 +313,7 @@ def run_chain(
                     key = None
                 array = out
                 unchecked += nbytes
-                if unchecked > limit:  # Session.new's check, at the same command
+                if unchecked > limit:  # Session.bind's check, at the same command
                     y = tensors[name] = _tensor(y, steps, kept, array, layout, grads)
                     steps, kept, at = [], [None], -1
                     s._check_bytes()  # which starts the count again
@@ -336,7 +334,7 @@ def run_chain(
         try:
             if k == 1:
                 out = fn(y)
-            elif k == 2 and type(inputs[1]) in _SCALARS:
+            elif k == 2 and type(inputs[1]) in NUMBERS:
                 out = fn(y, inputs[1])
             else:
                 break
@@ -400,6 +398,8 @@ def _tensor(
     first = x if kept[0] is not None else None
     edge = x.grad_fn if x.grad_fn is not None else x.edge()
     rest = (None,) * (len(kept) - 1)  # arrays no command can write
+    for _ in range(len(steps) - 1):  # the orders of all but the last op, for ``Chain.unfuse``
+        next_order()
     node = new_node(
         Chain(tuple(steps), edge, layout),
         steps[-1][0].fixed_name,

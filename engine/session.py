@@ -89,7 +89,7 @@ class Session:
         # the limit before it fails (the exact check also runs at the batch's end).
         self._unchecked_bytes = 0
         # The batch's results that commands may share (engine.executors.run_op), by what
-        # they report; and the names bound (None) since the batch began.
+        # they report; and the names run_op's lean way bound since the batch began (None).
         self.shared: dict[Any, Result | None] = {}
         self.closed = False
 
@@ -211,7 +211,11 @@ class Session:
                         # cost ~0.2 us each).
                         if type(command) is Op and i < n:
                             following = commands[i]
-                            if type(following) is Op and following.name == command.name:
+                            if (
+                                type(following) is Op
+                                and following.name == command.name
+                                and command.name is not None
+                            ):
                                 i = run_chain(self, command, commands, i, append)
                     self._check_bytes()
             except BaseException as exc:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine import grad_mode
-from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64, NDARRAY
+from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64, NDARRAY, NUMBERS
 from engine.graph import NO_ATTRS, Node, next_order
 from engine.ops import registry
 from engine.tensor import Layout, Tensor, new_tensor
@@ -21,8 +21,7 @@ from engine.tensor import Layout, Tensor, new_tensor
 if TYPE_CHECKING:
     from engine.ops.registry import Primitive
 
-_SCALARS = frozenset((int, float, bool))  # Python numbers, by exact type
-_OPERANDS = _SCALARS | {Tensor}  # right operands that ``fast_binary``'s ``operand`` keeps
+_OPERANDS = NUMBERS | {Tensor}  # right operands that ``fast_binary``'s ``operand`` keeps
 
 
 _new = object.__new__
@@ -130,7 +129,7 @@ def fast_binary(
                 return general(op, (a, b), NO_ATTRS)
             y = b.data
             needs_grad = a._requires_grad or b._requires_grad
-        elif type(b) in _SCALARS:
+        elif type(b) in NUMBERS:
             y = b
             needs_grad = a._requires_grad
             # A ufunc takes a Python number faster as a 0-d array of the tensor's dtype

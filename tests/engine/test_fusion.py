@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import fusion
+from engine import fusion, graph
 from engine import session as session_module
 from engine.commands import Op, Ref, parse_batch
 from engine.errors import EngineError, NotFound
@@ -200,6 +200,22 @@ def test_floor_divide_is_not_fused(twins: Twins) -> None:
     status, (kind, text, _) = twins.run(backward("s"))
     assert (status, kind) == ("error", "InvalidArgument") and "floor_divide" in text
     assert twins.chained == 3 and "floor_divide" not in fusion.FUSIBLE  # called, not fused
+
+
+def test_unfused_nodes_take_the_orders_plain_nodes_would_have(twins: Twins) -> None:
+    """Whole numbers, each one above the next op's, none shared: autograd's heap compares
+    nodes by them (a tie would compare two nodes)."""
+    twins.run(create("x", X, requires_grad=True), *_chain("y", 9, "x"), op("z", "mul", "x", 2.0))
+    twins.run(op("s", "sum", "y"), backward("s", create_graph=True))
+    for session in (twins.fused, twins.plain):
+        orders, node = [], session.tensors["y"].grad_fn
+        while node is not None and not isinstance(node, graph.AccumulateGrad):
+            orders.append(node.order)
+            node = node.edges[0]
+        assert len(orders) == 10 and all(type(o) is int for o in orders)
+        assert orders == sorted(orders) and len(set(orders)) == 10
+        assert session.tensors["z"].grad_fn.order < orders[0]  # made after the chain
+    assert twins.chained == 9
 
 
 def test_a_chain_on_a_grad_made_with_create_graph(twins: Twins) -> None:

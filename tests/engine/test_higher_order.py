@@ -208,6 +208,29 @@ def test_hessian_vector_product_through_backward_create_graph() -> None:
     assert_same(he, ht, "Hv", **TOL)
 
 
+@pytest.mark.parametrize("retain", [False, True])
+def test_backward_create_graph_with_one_gradient_for_several_leaves(retain: bool) -> None:
+    """``add`` hands one gradient to both its inputs: each ``.grad`` is its own tensor (was an
+    AttributeError: a Tensor has no ``copy``)."""
+    grads = []
+    for M in (E, torch):
+        x = M.tensor([2.0, 3.0], requires_grad=True)
+        w = M.tensor([2.0, 1.0], requires_grad=True)
+        y = x + w
+        if retain:
+            y.retain_grad()
+        (y * y).sum().backward(create_graph=True)
+        assert x.grad is not w.grad
+        grads.append([x.grad, w.grad, *([y.grad] if retain else [])])
+        second = x.grad.sum() + 2 * w.grad.sum()
+        x.grad = w.grad = None
+        second.backward()
+        grads[-1] += [x.grad, w.grad]
+    for e, t in zip(*grads, strict=True):
+        assert_same(e, t, "grad", **TOL)
+        assert (e.grad_fn is None) == (t.grad_fn is None)
+
+
 # ----- reference section 7 -----
 
 
