@@ -44,7 +44,7 @@ from engine import grad_mode, journal
 from engine.commands import Command, Op, Ref
 from engine.dtypes import CONSTANTS32, CONSTANTS64, FLOAT32, FLOAT64, NDARRAY, NUMBERS
 from engine.executors import BAD_ARGUMENTS, bad_arguments, op_result
-from engine.graph import NO_ATTRS, Node, new_node, next_order
+from engine.graph import NO_ATTRS, Node, new_node, skip_orders
 from engine.ops import elementwise as ew
 from engine.ops.registry import OPS, Primitive
 from engine.results import DTYPE_NAMES, Result, TensorInfo, brief
@@ -398,8 +398,7 @@ def _tensor(
     first = x if kept[0] is not None else None
     edge = x.grad_fn if x.grad_fn is not None else x.edge()
     rest = (None,) * (len(kept) - 1)  # arrays no command can write
-    for _ in range(len(steps) - 1):  # the orders of all but the last op, for ``Chain.unfuse``
-        next_order()
+    skip_orders(len(steps) - 1)  # the orders of all but the last op, for ``Chain.unfuse``
     node = new_node(
         Chain(tuple(steps), edge, layout),
         steps[-1][0].fixed_name,
