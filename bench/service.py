@@ -373,7 +373,7 @@ def engine_alone(commands: list[dict[str, Any]], chunk: int, repeats: int) -> li
     """The commands in the engine, in this process, as batches of ``chunk``: parse and
     execute, per op. Each batch ends with the session's byte count, whose cost grows with
     the graph it walks, so the stream's 10 batches are compared with the same 10 here."""
-    from engine.commands import parse
+    from engine.parsing import parse
     from engine.session import SessionManager
 
     manager = SessionManager()

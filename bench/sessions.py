@@ -53,7 +53,7 @@ def _direct() -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.commands import parse
+    from engine.parsing import parse
     from engine.session import SessionManager
 
     manager = SessionManager()

@@ -24,12 +24,12 @@ from engine.commands import (
     RequiresGrad,
     RetainGrad,
     ZeroGrad,
-    parse_ref,
 )
 from engine.dtypes import DTYPES, NUMBERS
 from engine.errors import InvalidArgument, NotFound, ResourceExhausted
 from engine.grad_mode import set_grad_enabled
 from engine.ops.registry import OPS, Primitive
+from engine.parsing import parse_ref
 from engine.results import Result, TensorInfo, brief, info, result
 from engine.tensor import Tensor
 

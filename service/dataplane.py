@@ -31,8 +31,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from engine.commands import Command, Op, Ref, parse_batch
+from engine.commands import Command, Op, Ref
 from engine.ops.registry import PRIMITIVES
+from engine.parsing import parse_batch
 from engine.session import Result, Session, SessionManager, TensorInfo, check_batch_size
 from service import codec
 from service.config import Settings

@@ -23,8 +23,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from engine.commands import Command, parse
+from engine.commands import Command
 from engine.errors import EngineError
+from engine.parsing import parse
 from engine.session import Result
 from service import grpc_messages as messages
 from service.dataplane import Parsed

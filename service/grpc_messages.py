@@ -1,6 +1,6 @@
 """gradient.v1 messages to and from the engine's plain data: command dicts, results, sessions.
 
-Decoding yields exactly the dicts ``engine.commands.parse`` takes (the HTTP frontend sends
+Decoding yields exactly the dicts ``engine.parsing.parse`` takes (the HTTP frontend sends
 the same ones as JSON), so both wires share one validation. Proto3 cannot tell an empty
 string or list from an absent one: empty names, ``names`` and ``grad_outputs`` mean "not
 given". Attributes are ``Value`` trees that spell the HTTP API's JSON exactly (an ``integer``

@@ -17,8 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.commands import Command, parse
+from engine.commands import Command
 from engine.errors import EngineError
+from engine.parsing import parse
 from service.dataplane import Parsed, decode_payload
 from service.memo import Memo
 

@@ -8,8 +8,8 @@ import numpy
 import pytest
 
 from engine import fusion, graph
-from engine.commands import parse_batch
 from engine.errors import EngineError
+from engine.parsing import parse_batch
 from engine.session import Result, Session, SessionManager
 from engine.tensor import Tensor
 

@@ -20,10 +20,6 @@ from engine.commands import (
     RequiresGrad,
     RetainGrad,
     ZeroGrad,
-    check_name,
-    parse,
-    parse_batch,
-    parse_ref,
 )
 from engine.errors import (
     EngineError,
@@ -32,6 +28,7 @@ from engine.errors import (
     NotFound,
     ResourceExhausted,
 )
+from engine.parsing import check_name, parse, parse_batch, parse_ref
 from engine.session import Limits, Session, SessionManager
 from tests.engine.session_state import backward, create, fails, op, open_session, run, snapshot
 

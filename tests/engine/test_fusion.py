@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from engine import fusion, graph
 from engine import session as session_module
-from engine.commands import Op, Ref, parse_batch
+from engine.commands import Op, Ref
 from engine.errors import EngineError, NotFound
 from engine.ops.registry import OPS
+from engine.parsing import parse_batch
 from engine.session import Limits, Session, SessionManager
 from engine.tensor import Tensor
 from tests.engine.session_state import backward, create, get, op, open_session, snapshot

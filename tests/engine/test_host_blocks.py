@@ -11,8 +11,8 @@ import pytest
 
 from engine import backend
 from engine.backend import HostBlocks
-from engine.commands import parse
 from engine.creation import Adopted, tensor
+from engine.parsing import parse
 from engine.session import SessionManager
 
 F32 = numpy.dtype(numpy.float32)

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import commands
-from engine.commands import Op, Ref, parse, parse_any
+from engine import parsing
+from engine.commands import Op, Ref
 from engine.errors import EngineError
+from engine.parsing import parse, parse_any
 
 
 def _outcome(fn: Any, body: Any) -> tuple[str, Any]:
@@ -64,8 +65,8 @@ def _body(draw: st.DrawFn) -> dict[Any, Any]:
 @given(body=_body(), clear=st.booleans())
 def test_the_hot_path_parses_as_the_general_parser(body: dict[Any, Any], clear: bool) -> None:
     if clear:  # names never seen: the hot path hands the body over
-        commands._NAMES.clear()
-        commands._REFS.clear()
+        parsing._NAMES.clear()
+        parsing._REFS.clear()
     _same(body)
     _same(body)  # and once its names are known
 
@@ -88,7 +89,7 @@ def test_the_common_op_commands_take_the_hot_path(
     def general(body: Any) -> Any:
         raise AssertionError("the general parser ran")
 
-    monkeypatch.setattr(commands, "parse_any", general)
+    monkeypatch.setattr(parsing, "parse_any", general)
     command = parse(body)
     assert type(command) is Op and command == expected[1][0]
     assert all(type(v) is Ref or type(v) in (int, float, bool) for v in command.inputs)

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from engine import executors
 from engine import session as session_module
-from engine.commands import Op, Ref, parse_batch
+from engine.commands import Op, Ref
 from engine.errors import EngineError
+from engine.parsing import parse_batch
 from engine.session import Limits, Session, SessionManager
 from engine.tensor import Tensor
 from tests.engine.session_state import backward, create, get, op, open_session, snapshot

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import creation
-from engine.commands import FACTORIES, KINDS, parse_batch
+from engine.commands import FACTORIES, KINDS
 from engine.errors import (
     EngineError,
     FailedPrecondition,
@@ -21,6 +21,7 @@ from engine.errors import (
     ResourceExhausted,
 )
 from engine.ops.registry import OPS
+from engine.parsing import parse_batch
 from engine.session import Limits, Session, SessionManager
 from tests.engine.session_state import (
     backward,

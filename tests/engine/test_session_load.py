@@ -14,8 +14,8 @@ import numpy
 import pytest
 
 from engine import creation
-from engine.commands import parse_batch
 from engine.errors import EngineError
+from engine.parsing import parse_batch
 from engine.session import SessionManager
 from tests.engine.session_state import backward, create, get, op, open_session, run, value
 

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import accounting, commands
+from engine import accounting, parsing
 from engine import session as session_module
-from engine.commands import NO_ATTRS, Op, Ref, parse, parse_input
+from engine.commands import NO_ATTRS, Op, Ref
 from engine.errors import InvalidArgument, ResourceExhausted
 from engine.ops.registry import OPS
+from engine.parsing import parse, parse_input
 from engine.results import info
 from engine.session import Limits, Session, SessionManager
 from engine.tensor import Tensor
@@ -76,21 +77,21 @@ def test_op_names_check_as_check_name_does(name: Any) -> None:
         return parse({"kind": "op", "op": "neg", "inputs": ["x"], "name": name}).name
 
     try:
-        expected = None if name is None else commands.check_name(name)
+        expected = None if name is None else parsing.check_name(name)
     except InvalidArgument:
         for _ in range(2):
             with pytest.raises(InvalidArgument):
                 check()
-        assert name not in commands._NAMES if isinstance(name, str) else True
+        assert name not in parsing._NAMES if isinstance(name, str) else True
         return
     assert check() == check() == expected
 
 
 def test_name_caches_stay_bounded() -> None:
-    for i in range(2 * commands._CACHE_MAX + 10):
+    for i in range(2 * parsing._CACHE_MAX + 10):
         parse({"kind": "op", "op": "neg", "inputs": [f"in{i}"], "name": f"out{i}"})
-    assert len(commands._NAMES) <= commands._CACHE_MAX
-    assert len(commands._REFS) <= commands._CACHE_MAX
+    assert len(parsing._NAMES) <= parsing._CACHE_MAX
+    assert len(parsing._REFS) <= parsing._CACHE_MAX
     assert parse({"kind": "op", "op": "neg", "inputs": ["in0"]}).inputs == [Ref("in0")]
 
 

@@ -12,8 +12,8 @@ import numpy
 import pytest
 from google.protobuf.message import DecodeError
 
-from engine.commands import parse
 from engine.errors import EngineError
+from engine.parsing import parse
 from service import grpc_apply
 from service import grpc_messages as messages
 from service.config import Settings

@@ -15,8 +15,8 @@ import numpy
 import pytest
 from google.protobuf.message import DecodeError
 
-from engine.commands import parse_batch
 from engine.errors import EngineError
+from engine.parsing import parse_batch
 from service import grpc_batch
 from service import grpc_messages as messages
 from service.config import Settings

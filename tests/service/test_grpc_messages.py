@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.commands import KINDS, parse
+from engine.commands import KINDS
 from engine.dtypes import DTYPES
 from engine.errors import InvalidArgument, NotFound
+from engine.parsing import parse
 from engine.session import Result, TensorInfo
 from service import grpc_messages as messages
 from service import wire
@@ -128,7 +129,7 @@ def test_tensor_data() -> None:
         messages.tensor_data(pb.TensorData(shape=[2], dtype=pb.DTYPE_FLOAT32, data=b"1234"))
 
 
-# Each kind, with every field set: the dict must be one that engine.commands.parse takes.
+# Each kind, with every field set: the dict must be one that engine.parsing.parse takes.
 FULL_COMMANDS = [
     pb.Command(
         create=pb.CreateTensor(

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from engine.commands import parse_batch
 from engine.errors import EngineError
+from engine.parsing import parse_batch
 from service.config import Settings
 from service.dataplane import Parsed, decode_payload
 from service.http import batch_body
