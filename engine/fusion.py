@@ -110,8 +110,6 @@ class Chain:
     __slots__ = ("edge", "layout", "name", "outputs_first", "saves", "steps")
     fused = True
     elementwise = False  # its tensors are too small for threads
-    differentiable = True
-    needs = None
 
     def __init__(self, steps: tuple[Step, ...], edge: Any, layout: Layout) -> None:
         self.steps = steps
@@ -203,19 +201,6 @@ _UNFUSED = ("op", "edges", "arrays", "metas", "inputs", "versions", "freed", "ou
 def _restore(node: Node, state: tuple[Any, ...]) -> None:
     for field, value in zip(_UNFUSED, state, strict=True):
         setattr(node, field, value)
-
-
-def expand(node: Node) -> Node:
-    """The last of the plain nodes that a fused node stands for, with its fields (what a
-    test compares with the unfused graph); any other node itself."""
-    chain = node.op
-    if not isinstance(chain, Chain):
-        return node
-    last = chain.plain(node)[-1]
-    last.retained = node.retained
-    last.out_version = node.out_version
-    last.out_versions = node.out_versions
-    return last
 
 
 def run_chain(

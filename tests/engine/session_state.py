@@ -99,7 +99,7 @@ def _graph(root: Any, names: dict[int, str]) -> list[Any]:
             leaf = node.variable
             out.append(("AccumulateGrad", names.get(id(leaf)), _tensor(leaf, names, deep=False)))
             continue
-        node = fusion.expand(node)  # a fused node as the plain nodes it stands for
+        node = _expand(node)  # a fused node as the plain nodes it stands for
         alive.append(node)  # so that no other node takes its id
         saved = None
         if node.inputs is not None and node.arrays is not None:
@@ -118,6 +118,18 @@ def _graph(root: Any, names: dict[int, str]) -> list[Any]:
         )
         stack.extend(reversed(node.edges))
     return out
+
+
+def _expand(node: Any) -> Any:
+    """The last of the plain nodes that a fused node (engine.fusion) stands for, with its
+    fields, for a graph to compare with the unfused one; any other node itself."""
+    if not isinstance(node.op, fusion.Chain):
+        return node
+    last = node.op.plain(node)[-1]
+    last.retained = node.retained
+    last.out_version = node.out_version
+    last.out_versions = node.out_versions
+    return last
 
 
 def _tensor(t: Tensor, names: dict[int, str], deep: bool = True) -> dict[str, Any]:
